@@ -1,0 +1,179 @@
+"""Settings, read from the environment once per container, and secrets, fetched lazily.
+
+Every secret setting FOO can be given either as the plain environment variable FOO (local
+development, tests) or as FOO_SECRET_ARN naming an AWS Secrets Manager secret (deployed). The
+secret is fetched on first use through Powertools Parameters and cached for
+SECRETS_MAX_AGE_SECONDS, so a rotated secret is picked up without a redeploy.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from shared.errors import ConfigurationError
+
+# The seed's priority: the first one set wins.
+DATABASE_URL_VARIABLES = ("DATABASE_URL", "POSTGRES_URL", "PRISMA_DATABASE_URL")
+DATABASE_SECRET_VARIABLE = "DATABASE_SECRET_ARN"  # noqa: S105 (a variable name)
+
+
+def _env_value(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name)
+    return value if value not in (None, "") else None
+
+
+class Settings(BaseModel):
+    """Every non-secret setting the project reads. Validated once, at first use."""
+
+    model_config = ConfigDict(frozen=True)
+
+    db_pool_max_size: int = Field(default=2, ge=1, le=50)
+    db_connect_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    db_statement_timeout_ms: int = Field(default=10_000, ge=100, le=900_000)
+
+    backboard_base_url: str | None = None
+    backboard_timeout_seconds: float = Field(default=20.0, gt=0, le=120)
+    backboard_llm_provider: str | None = None
+    backboard_model_name: str | None = None
+
+    clerk_issuer: str | None = None
+    clerk_jwks_url: str | None = None
+    clerk_jwt_key: str | None = None
+    clerk_authorized_parties: tuple[str, ...] = ()
+    clerk_api_url: str | None = None
+    clerk_jwt_leeway_seconds: int = Field(default=5, ge=0, le=300)
+
+    message_rate_limit_per_minute: int = Field(default=20, ge=1, le=10_000)
+    max_body_bytes: int = Field(default=65_536, ge=1_024, le=6_000_000)
+    secrets_max_age_seconds: int = Field(default=300, ge=0, le=86_400)
+
+    @field_validator("clerk_authorized_parties", mode="before")
+    @classmethod
+    def _split_parties(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        names = {
+            "db_pool_max_size": "DB_POOL_MAX_SIZE",
+            "db_connect_timeout_seconds": "DB_CONNECT_TIMEOUT_SECONDS",
+            "db_statement_timeout_ms": "DB_STATEMENT_TIMEOUT_MS",
+            "backboard_base_url": "BACKBOARD_BASE_URL",
+            "backboard_timeout_seconds": "BACKBOARD_TIMEOUT_SECONDS",
+            "backboard_llm_provider": "BACKBOARD_LLM_PROVIDER",
+            "backboard_model_name": "BACKBOARD_MODEL_NAME",
+            "clerk_issuer": "CLERK_ISSUER",
+            "clerk_jwks_url": "CLERK_JWKS_URL",
+            "clerk_jwt_key": "CLERK_JWT_KEY",
+            "clerk_authorized_parties": "CLERK_AUTHORIZED_PARTIES",
+            "clerk_api_url": "CLERK_API_URL",
+            "clerk_jwt_leeway_seconds": "CLERK_JWT_LEEWAY_SECONDS",
+            "message_rate_limit_per_minute": "MESSAGE_RATE_LIMIT_PER_MINUTE",
+            "max_body_bytes": "MAX_BODY_BYTES",
+            "secrets_max_age_seconds": "SECRETS_MAX_AGE_SECONDS",
+        }
+        values = {field: env[var] for field, var in names.items() if _env_value(env, var)}
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{names[str(err['loc'][0])]}: {err['msg']}" for err in exc.errors()
+            )
+            raise ConfigurationError(f"Invalid settings: {problems}") from exc
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The container's settings, validated once. Tests call get_settings.cache_clear()."""
+    return Settings.from_env()
+
+
+def secret(name: str) -> str | None:
+    """The secret setting `name`: the env var itself, else the Secrets Manager secret named by
+    `name`_SECRET_ARN (fetched lazily, cached by Powertools), else None."""
+    plain = os.environ.get(name)
+    if plain:
+        return plain
+    arn = os.environ.get(f"{name}_SECRET_ARN")
+    if not arn:
+        return None
+    return _fetch_secret_string(arn)
+
+
+def _fetch_secret_string(arn: str) -> str:
+    # Imported here: boto3 costs cold-start time and most invocations never need it.
+    from aws_lambda_powertools.utilities import parameters
+
+    try:
+        value = parameters.get_secret(arn, max_age=get_settings().secrets_max_age_seconds)
+    except parameters.exceptions.GetParameterError as exc:
+        # The ARN is configuration, not a secret: naming it helps the operator.
+        raise ConfigurationError(f"Could not read the secret {arn}: {exc}") from exc
+    return str(value)
+
+
+def database_url() -> str:
+    """The PostgreSQL URL: DATABASE_URL > POSTGRES_URL > PRISMA_DATABASE_URL > the RDS-style
+    JSON secret named by DATABASE_SECRET_ARN."""
+    for name in DATABASE_URL_VARIABLES:
+        value = os.environ.get(name)
+        if value:
+            return _checked_postgres_url(name, value)
+    arn = os.environ.get(DATABASE_SECRET_VARIABLE)
+    if arn:
+        return _url_from_rds_secret(arn, _fetch_secret_string(arn))
+    raise ConfigurationError(
+        "No database configured: set DATABASE_URL (preferred), POSTGRES_URL or "
+        f"PRISMA_DATABASE_URL to a postgresql:// URL, or {DATABASE_SECRET_VARIABLE} to the ARN "
+        "of a Secrets Manager secret holding username, password, host, port and dbname."
+    )
+
+
+def _checked_postgres_url(name: str, value: str) -> str:
+    scheme = urlsplit(value).scheme.lower()
+    if scheme in ("postgres", "postgresql"):
+        return value
+    if scheme.startswith("prisma"):
+        raise ConfigurationError(
+            f"{name} is a Prisma Accelerate URL ({scheme}://), which only Prisma's own client "
+            "can use; it is not a PostgreSQL connection URL. Set it to the direct "
+            "postgresql:// URL of the database instead."
+        )
+    raise ConfigurationError(
+        f"{name} must be a postgresql:// or postgres:// URL, not a {scheme or 'schemeless'} one."
+    )
+
+
+def _url_from_rds_secret(arn: str, raw: str) -> str:
+    try:
+        data = json.loads(raw)
+        username, password, host = data["username"], data["password"], data["host"]
+        port = int(data.get("port", 5432))
+        dbname = data.get("dbname") or data.get("dbName") or "postgres"
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigurationError(
+            f"The secret {arn} must be JSON with username, password, host, port and dbname "
+            "(the shape RDS generates)."
+        ) from exc
+    return (
+        f"postgresql://{quote(str(username), safe='')}:{quote(str(password), safe='')}"
+        f"@{host}:{port}/{quote(str(dbname), safe='')}"
+    )
+
+
+def reset_caches() -> None:
+    """Forget settings and cached secrets (tests, and after rotating configuration)."""
+    from aws_lambda_powertools.utilities import parameters
+
+    get_settings.cache_clear()
+    parameters.clear_caches()  # type: ignore[no-untyped-call]

@@ -1,0 +1,113 @@
+"""Domain errors. Each carries the HTTP status and short code it maps to, so handlers map
+every error in one place and never leak internals: the message is written for the client."""
+
+from __future__ import annotations
+
+
+class AppError(Exception):
+    """Base of every error a handler turns into a JSON error response."""
+
+    status: int = 500
+    code: str = "internal_error"
+    default_message: str = "Something went wrong on our side."
+
+    def __init__(self, message: str | None = None, *, retry_after: int | None = None) -> None:
+        self.message = message or self.default_message
+        self.retry_after = retry_after
+        super().__init__(self.message)
+
+
+class BadRequest(AppError):
+    status = 400
+    code = "bad_request"
+    default_message = "The request could not be read."
+
+
+class Unauthorized(AppError):
+    status = 401
+    code = "unauthorized"
+    default_message = "A valid session token is required."
+
+
+class NotFound(AppError):
+    status = 404
+    code = "not_found"
+    default_message = "Not found."
+
+
+class Conflict(AppError):
+    status = 409
+    code = "conflict"
+    default_message = "The request conflicts with the current state."
+
+
+class PayloadTooLarge(AppError):
+    status = 413
+    code = "payload_too_large"
+    default_message = "The request body is too large."
+
+
+class ValidationFailed(AppError):
+    status = 422
+    code = "validation_error"
+    default_message = "The request is not valid."
+
+
+class RateLimited(AppError):
+    status = 429
+    code = "rate_limited"
+    default_message = "Too many requests; try again later."
+
+
+class ConfigurationError(AppError):
+    """A required setting is missing or malformed. Raised loudly at use, never at import."""
+
+    status = 500
+    code = "configuration_error"
+    default_message = "The service is not configured correctly."
+
+
+class DatabaseUnavailable(AppError):
+    """PostgreSQL could not be reached or dropped the connection: retrying shortly can help."""
+
+    status = 503
+    code = "database_unavailable"
+    default_message = "The database is temporarily unavailable; try again shortly."
+
+    def __init__(self, message: str | None = None, *, retry_after: int | None = 2) -> None:
+        super().__init__(message, retry_after=retry_after)
+
+
+class UpstreamError(AppError):
+    """Backboard (or Clerk) answered with an error that retrying will not fix."""
+
+    status = 502
+    code = "upstream_error"
+    default_message = "The assistant service returned an error."
+
+
+class UpstreamUnavailable(AppError):
+    """Backboard (or Clerk) timed out, rate-limited us or failed with 5xx: retrying can help."""
+
+    status = 503
+    code = "upstream_unavailable"
+    default_message = "The assistant service is temporarily unavailable; try again shortly."
+
+    def __init__(self, message: str | None = None, *, retry_after: int | None = 5) -> None:
+        super().__init__(message, retry_after=retry_after)
+
+
+class ServiceInitializationError(AppError):
+    """The user's Backboard assistant could not be created, so the user was not created."""
+
+    status = 503
+    code = "service_initialization_failed"
+    default_message = (
+        "The service could not be initialized for this user: the assistant could not be "
+        "created. No account data was stored; try again shortly."
+    )
+
+    def __init__(self, message: str | None = None, *, retryable: bool = True) -> None:
+        # A 4xx from Backboard (bad key, bad request) will not heal by retrying: 502, no hint.
+        self.status = 503 if retryable else 502
+        super().__init__(message, retry_after=5 if retryable else None)
