@@ -1,0 +1,97 @@
+"""The connection pool: one per container, created on first use, reused by warm invocations.
+
+This is the Python counterpart of the seed's Prisma client singleton. Lambda runs one request
+at a time per container, so the pool stays small (DB_POOL_MAX_SIZE, default 2: one for the
+request, one spare for the rare nested use); hundreds of containers then stay within what
+PostgreSQL (or RDS Proxy in front of it) accepts.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from aws_lambda_powertools import Logger
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from shared.config import database_url, get_settings
+from shared.errors import DatabaseUnavailable
+
+logger = Logger(child=True)
+
+Connection = psycopg.Connection[Any]
+
+_pool: ConnectionPool[Connection] | None = None
+_pool_lock = threading.Lock()
+
+
+def connection_kwargs() -> dict[str, Any]:
+    """Per-connection settings: UTC session time zone (timestamps are stored as UTC, as
+    Prisma does), the statement timeout, and a bounded connect time."""
+    settings = get_settings()
+    return {
+        "autocommit": True,
+        "connect_timeout": max(1, round(settings.db_connect_timeout_seconds)),
+        "application_name": "tripchat",
+        "options": f"-c statement_timeout={settings.db_statement_timeout_ms} -c TimeZone=UTC",
+    }
+
+
+def get_pool() -> ConnectionPool[Connection]:
+    """The container's pool, opened on first use (never at import: a cold start that fails to
+    reach the database must fail the request with a clear 503, not the module import)."""
+    global _pool  # noqa: PLW0603 (the module-level singleton is the point)
+    if _pool is None:
+        with _pool_lock:
+            if _pool is None:
+                settings = get_settings()
+                pool: ConnectionPool[Connection] = ConnectionPool(
+                    conninfo=database_url(),
+                    kwargs=connection_kwargs(),
+                    min_size=1,
+                    max_size=settings.db_pool_max_size,
+                    timeout=settings.db_connect_timeout_seconds,
+                    # A connection PostgreSQL dropped (restart, failover, idle kill) is found
+                    # and replaced at checkout instead of failing the request that gets it.
+                    check=ConnectionPool.check_connection,
+                    name="tripchat",
+                    open=False,
+                )
+                pool.open(wait=False)
+                _pool = pool
+    return _pool
+
+
+def close_pool() -> None:
+    """Close the pool (tests, and the local server on shutdown)."""
+    global _pool  # noqa: PLW0603
+    with _pool_lock:
+        if _pool is not None:
+            _pool.close()
+            _pool = None
+
+
+@contextmanager
+def connection() -> Iterator[Connection]:
+    """An autocommit connection from the pool: each statement is its own transaction, which
+    keeps single-statement reads at one round trip. Lost connections become 503s."""
+    try:
+        with get_pool().connection() as conn:
+            yield conn
+    except PoolTimeout as exc:
+        logger.warning("database pool timeout", extra={"error": str(exc)})
+        raise DatabaseUnavailable() from exc
+    except psycopg.OperationalError as exc:
+        logger.warning("database operational error", extra={"error": type(exc).__name__})
+        raise DatabaseUnavailable() from exc
+
+
+@contextmanager
+def transaction() -> Iterator[Connection]:
+    """A connection inside one transaction: committed when the block ends, rolled back when it
+    raises, so multi-statement writes are all-or-nothing."""
+    with connection() as conn, conn.transaction():
+        yield conn

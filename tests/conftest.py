@@ -1,0 +1,88 @@
+"""Test fixtures: a throwaway PostgreSQL database per test run, on the real server.
+
+The run's database is created, migrated by the migrate code and exported as DATABASE_URL;
+it is dropped when the run ends. Tests that need an empty database (migrations) get their own.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from shared import config, db, migrations
+
+ADMIN_URL = os.environ.get(
+    "TEST_ADMIN_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+
+
+def _database_url(name: str) -> str:
+    base, _, _ = ADMIN_URL.rpartition("/")
+    return f"{base}/{name}"
+
+
+def create_database() -> tuple[str, str]:
+    name = f"tripchat_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    return name, _database_url(name)
+
+
+def drop_database(name: str) -> None:
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """The run's migrated database; DATABASE_URL points at it for the whole run."""
+    name, url = create_database()
+    previous = {k: os.environ.pop(k, None) for k in config.DATABASE_URL_VARIABLES}
+    os.environ["DATABASE_URL"] = url
+    try:
+        with migrations.connect(url) as conn:
+            migrations.apply(conn)
+        yield url
+    finally:
+        db.close_pool()
+        drop_database(name)
+        os.environ.pop("DATABASE_URL", None)
+        for key, value in previous.items():
+            if value is not None:
+                os.environ[key] = value
+
+
+@pytest.fixture
+def empty_database() -> Iterator[str]:
+    """A database of its own, with nothing in it, dropped after the test."""
+    name, url = create_database()
+    try:
+        yield url
+    finally:
+        drop_database(name)
+
+
+@pytest.fixture
+def clean_db(database_url: str) -> Iterator[str]:
+    """The run's database, emptied of rows, with fresh settings and a fresh pool."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            'TRUNCATE "Message", "Session", "User", tripchat.message_turn, tripchat.rate_limit, '
+            "tripchat.clerk_user_state"
+        )
+    config.reset_caches()
+    db.close_pool()
+    yield database_url
+    db.close_pool()
+    config.reset_caches()
+
+
+@pytest.fixture
+def admin_conn(database_url: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+    """A direct connection to the run's database, outside the pool, to inspect and tamper."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        yield conn

@@ -1,0 +1,146 @@
+"""Configuration: database URL priority, the Secrets Manager path (moto), clear errors."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from shared import config
+from shared.errors import ConfigurationError
+
+URL_VARS = ("DATABASE_URL", "POSTGRES_URL", "PRISMA_DATABASE_URL", "DATABASE_SECRET_ARN")
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for name in URL_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    config.reset_caches()
+    yield
+    config.reset_caches()
+
+
+def test_database_url_wins_over_the_others(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PRISMA_DATABASE_URL", "postgresql://p@h/prisma")
+    monkeypatch.setenv("POSTGRES_URL", "postgresql://p@h/postgres")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://p@h/database")
+    assert config.database_url() == "postgresql://p@h/database"
+
+
+def test_postgres_url_wins_over_prisma_database_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PRISMA_DATABASE_URL", "postgresql://p@h/prisma")
+    monkeypatch.setenv("POSTGRES_URL", "postgres://p@h/postgres")
+    assert config.database_url() == "postgres://p@h/postgres"
+
+
+def test_prisma_database_url_is_the_last_resort(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PRISMA_DATABASE_URL", "postgresql://p@h/prisma")
+    assert config.database_url() == "postgresql://p@h/prisma"
+
+
+def test_empty_values_count_as_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "")
+    monkeypatch.setenv("POSTGRES_URL", "postgresql://p@h/postgres")
+    assert config.database_url() == "postgresql://p@h/postgres"
+
+
+def test_nothing_configured_names_every_option() -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        config.database_url()
+    for name in URL_VARS:
+        assert name in caught.value.message
+
+
+def test_accelerate_url_is_refused_with_an_explanation(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "prisma+postgres://accelerate.prisma-data.net/?api_key=k")
+    with pytest.raises(ConfigurationError) as caught:
+        config.database_url()
+    assert "Accelerate" in caught.value.message
+    assert "DATABASE_URL" in caught.value.message
+    assert "api_key" not in caught.value.message
+
+
+def test_non_postgres_url_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "mysql://u@h/db")
+    with pytest.raises(ConfigurationError, match="postgresql://"):
+        config.database_url()
+
+
+def _create_secret(value: str) -> str:
+    client = boto3.client("secretsmanager")
+    return str(client.create_secret(Name="tripchat/db", SecretString=value)["ARN"])
+
+
+@mock_aws
+def test_rds_secret_builds_a_quoted_url_and_is_cached(monkeypatch: pytest.MonkeyPatch) -> None:
+    rds_secret = {
+        "engine": "postgres",
+        "username": "app user",
+        "password": "p@ss:w/rd",
+        "host": "db.example.internal",
+        "port": 6543,
+        "dbname": "trips",
+    }
+    arn = _create_secret(json.dumps(rds_secret))
+    monkeypatch.setenv("DATABASE_SECRET_ARN", arn)
+    expected = "postgresql://app%20user:p%40ss%3Aw%2Frd@db.example.internal:6543/trips"
+    assert config.database_url() == expected
+
+    # Fetched once and cached: the secret's deletion is not seen until the cache is reset.
+    boto3.client("secretsmanager").delete_secret(SecretId=arn, ForceDeleteWithoutRecovery=True)
+    assert config.database_url() == expected
+    config.reset_caches()
+    with pytest.raises(ConfigurationError, match="Could not read the secret"):
+        config.database_url()
+
+
+@mock_aws
+def test_env_url_takes_priority_over_the_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    arn = _create_secret(json.dumps({"username": "u", "password": "p", "host": "h"}))
+    monkeypatch.setenv("DATABASE_SECRET_ARN", arn)
+    monkeypatch.setenv("POSTGRES_URL", "postgresql://env@h/db")
+    assert config.database_url() == "postgresql://env@h/db"
+
+
+@mock_aws
+def test_secret_without_required_keys_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_SECRET_ARN", _create_secret(json.dumps({"host": "h"})))
+    with pytest.raises(ConfigurationError, match="username, password, host"):
+        config.database_url()
+
+
+@mock_aws
+def test_secret_setting_from_env_or_secrets_manager(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert config.secret("BACKBOARD_API_KEY") is None
+    client = boto3.client("secretsmanager")
+    arn = client.create_secret(Name="tripchat/backboard", SecretString="from-aws")["ARN"]
+    monkeypatch.setenv("BACKBOARD_API_KEY_SECRET_ARN", arn)
+    assert config.secret("BACKBOARD_API_KEY") == "from-aws"
+    monkeypatch.setenv("BACKBOARD_API_KEY", "from-env")
+    assert config.secret("BACKBOARD_API_KEY") == "from-env"
+
+
+def test_settings_defaults_and_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert config.get_settings().db_pool_max_size == 2
+    monkeypatch.setenv("DB_POOL_MAX_SIZE", "3")
+    monkeypatch.setenv("CLERK_AUTHORIZED_PARTIES", "https://a.example, https://b.example,")
+    config.reset_caches()
+    settings = config.get_settings()
+    assert settings.db_pool_max_size == 3
+    assert settings.clerk_authorized_parties == ("https://a.example", "https://b.example")
+
+
+def test_invalid_setting_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DB_POOL_MAX_SIZE", "zero")
+    with pytest.raises(ConfigurationError, match="DB_POOL_MAX_SIZE"):
+        config.Settings.from_env()
+    monkeypatch.setenv("DB_POOL_MAX_SIZE", "0")
+    with pytest.raises(ConfigurationError, match="DB_POOL_MAX_SIZE"):
+        config.Settings.from_env()

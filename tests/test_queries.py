@@ -1,0 +1,131 @@
+"""Typed queries: rows map to models, pagination is keyset-stable, timestamps are UTC."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+
+from shared import db, queries
+from shared.models import Session, User
+
+Conn = psycopg.Connection[tuple[object, ...]]
+
+
+def _new_user(clerk_id: str = "user_q") -> User:
+    with db.connection() as conn:
+        return queries.insert_user(
+            conn,
+            clerk_id=clerk_id,
+            assistant_id=f"asst-{clerk_id}",
+            email="q@example.test",
+            name=None,
+        )
+
+
+def test_insert_and_get_user(clean_db: str) -> None:
+    user = _new_user()
+    assert user.clerk_id == "user_q" and user.assistant_id == "asst-user_q" and user.name is None
+    assert user.created_at.tzinfo is UTC
+    with db.connection() as conn:
+        assert queries.get_user_by_clerk_id(conn, "user_q") == user
+        assert queries.get_user_by_clerk_id(conn, "user_other") is None
+    assert user.model_dump(by_alias=True)["clerkId"] == "user_q"
+
+
+def test_session_defaults_and_ownership(clean_db: str) -> None:
+    owner, other = _new_user("user_owner"), _new_user("user_other")
+    with db.connection() as conn:
+        untitled = queries.insert_session(conn, user_id=owner.id, thread_id="t1")
+        titled = queries.insert_session(conn, user_id=owner.id, thread_id="t2", title="Kyoto")
+        assert untitled.title == "New Trip" and titled.title == "Kyoto"
+        assert queries.get_session_for_user(conn, untitled.id, owner.id) == untitled
+        assert queries.get_session_for_user(conn, untitled.id, other.id) is None
+
+
+def _sessions_with_equal_timestamps(admin_conn: Conn, user_id: str, n: int) -> None:
+    # Half the trips share one timestamp: the id must break the tie, or pages overlap.
+    base = datetime(2026, 1, 1, 12, 0, 0)
+    for i in range(n):
+        admin_conn.execute(
+            'INSERT INTO "Session" ("userId", "threadId", "createdAt") VALUES (%s, %s, %s)',
+            (user_id, f"thread-{i}", base if i % 2 else base + timedelta(seconds=i)),
+        )
+
+
+def test_session_pages_are_newest_first_and_never_overlap(clean_db: str, admin_conn: Conn) -> None:
+    user = _new_user()
+    _sessions_with_equal_timestamps(admin_conn, user.id, 25)
+    seen: list[Session] = []
+    after = None
+    with db.connection() as conn:
+        while True:
+            page = queries.list_sessions_for_user(conn, user.id, limit=7, after=after)
+            seen += page
+            if len(page) < 7:
+                break
+            after = (page[-1].created_at, page[-1].id)
+    assert len(seen) == 25 and len({s.id for s in seen}) == 25
+    keys = [(s.created_at, s.id) for s in seen]
+    assert keys == sorted(keys, reverse=True)
+
+
+@pytest.fixture
+def conversation(clean_db: str, admin_conn: Conn) -> tuple[str, list[str]]:
+    """A trip with 30 messages, many sharing timestamps, and their ids in conversation order."""
+    user = _new_user()
+    with db.connection() as conn:
+        session = queries.insert_session(conn, user_id=user.id, thread_id="t")
+    base = datetime(2026, 1, 1, 12, 0, 0)
+    for i in range(30):
+        admin_conn.execute(
+            'INSERT INTO "Message" ("sessionId", "role", "content", "createdAt") '
+            "VALUES (%s, %s, %s, %s)",
+            (
+                session.id,
+                "user" if i % 2 else "assistant",
+                f"m{i}",
+                base + timedelta(seconds=i // 4),
+            ),
+        )
+    rows = admin_conn.execute(
+        'SELECT id FROM "Message" WHERE "sessionId" = %s ORDER BY "createdAt", id', (session.id,)
+    ).fetchall()
+    return session.id, [str(r[0]) for r in rows]
+
+
+def test_message_pages_walk_back_and_forth_in_order(conversation: tuple[str, list[str]]) -> None:
+    session_id, ordered = conversation
+    with db.connection() as conn:
+        latest = queries.list_messages(conn, session_id, limit=8)
+        assert [m.id for m in latest] == ordered[-8:]
+        # Backwards to the start.
+        collected = [m.id for m in latest]
+        page = latest
+        while True:
+            page = queries.list_messages(
+                conn, session_id, limit=8, before=(page[0].created_at, page[0].id)
+            )
+            if not page:
+                break
+            collected = [m.id for m in page] + collected
+        assert collected == ordered
+        # Forwards from the first message.
+        first = queries.list_messages(
+            conn, session_id, limit=1, before=(latest[0].created_at, latest[0].id)
+        )
+        forward = queries.list_messages(
+            conn, session_id, limit=100, after=(first[0].created_at, first[0].id)
+        )
+        assert [m.id for m in forward] == ordered[ordered.index(first[0].id) + 1 :]
+
+
+def test_insert_message_returns_utc_row(clean_db: str) -> None:
+    user = _new_user()
+    with db.connection() as conn:
+        session = queries.insert_session(conn, user_id=user.id, thread_id="t")
+        message = queries.insert_message(conn, session_id=session.id, role="user", content="Hi")
+    assert message.role == "user" and message.content == "Hi" and message.session_id == session.id
+    assert message.created_at.tzinfo is UTC
+    assert abs(message.created_at - datetime.now(UTC)) < timedelta(seconds=30)
