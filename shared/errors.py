@@ -29,6 +29,13 @@ class Unauthorized(AppError):
     default_message = "A valid session token is required."
 
 
+class AccountDeleted(Unauthorized):
+    """The Clerk user was deleted: their still-unexpired tokens must not recreate them."""
+
+    code = "account_deleted"
+    default_message = "This account has been deleted."
+
+
 class NotFound(AppError):
     status = 404
     code = "not_found"

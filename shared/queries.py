@@ -7,6 +7,7 @@ at the first trip as at the ten-thousandth.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import LiteralString, TypeVar
 
@@ -155,3 +156,311 @@ def _one(row: T | None) -> T:
     if row is None:  # RETURNING always yields the row; None means a bug, not bad input.
         raise RuntimeError("INSERT ... RETURNING returned no row")
     return row
+
+
+# Clerk sync state and account erasure
+
+
+def lock_clerk_id(conn: Connection, clerk_id: str, *, wait_ms: int) -> None:
+    """Serialize everything that creates, updates or erases one Clerk user, across containers,
+    until the transaction ends. Waiters give up after `wait_ms` (then the caller answers 503)."""
+    conn.execute(
+        "SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true)",
+        (f"{wait_ms}ms", f"{wait_ms}ms"),
+    )
+    conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"tripchat:user:{clerk_id}",)
+    )
+
+
+def get_clerk_state(conn: Connection, clerk_id: str) -> tuple[int, bool] | None:
+    """(last applied Clerk event time in ms, deleted?) or None when no event was recorded."""
+    row = conn.execute(
+        "SELECT last_event_at, deleted_at IS NOT NULL FROM tripchat.clerk_user_state "
+        "WHERE clerk_id = %s",
+        (clerk_id,),
+    ).fetchone()
+    return (int(row[0]), bool(row[1])) if row else None
+
+
+def record_clerk_event(conn: Connection, clerk_id: str, event_at: int) -> None:
+    conn.execute(
+        "INSERT INTO tripchat.clerk_user_state (clerk_id, last_event_at) VALUES (%s, %s) "
+        "ON CONFLICT (clerk_id) DO UPDATE SET last_event_at = "
+        "GREATEST(tripchat.clerk_user_state.last_event_at, EXCLUDED.last_event_at)",
+        (clerk_id, event_at),
+    )
+
+
+def mark_clerk_deleted(conn: Connection, clerk_id: str) -> None:
+    conn.execute(
+        "INSERT INTO tripchat.clerk_user_state (clerk_id, deleted_at) VALUES (%s, now()) "
+        "ON CONFLICT (clerk_id) DO UPDATE SET deleted_at = "
+        "COALESCE(tripchat.clerk_user_state.deleted_at, now())",
+        (clerk_id,),
+    )
+
+
+def update_user_profile(conn: Connection, user_id: str, *, email: str, name: str | None) -> User:
+    with conn.cursor(row_factory=class_row(User)) as cur:
+        cur.execute(
+            'UPDATE "User" SET "email" = %s, "name" = %s WHERE "id" = %s '
+            f"RETURNING {_USER_COLUMNS}",
+            (email, name, user_id),
+        )
+        return _one(cur.fetchone())
+
+
+def delete_user_rows(conn: Connection, user_id: str) -> list[str]:
+    """Delete everything the user owns, children first (the foreign keys never cascade), and
+    return the Backboard thread ids of their trips. Run inside a transaction."""
+    threads = conn.execute(
+        'SELECT "threadId" FROM "Session" WHERE "userId" = %s ORDER BY "createdAt"', (user_id,)
+    ).fetchall()
+    conn.execute("DELETE FROM tripchat.message_turn WHERE user_id = %s", (user_id,))
+    conn.execute("DELETE FROM tripchat.rate_limit WHERE user_id = %s", (user_id,))
+    conn.execute(
+        'DELETE FROM "Message" WHERE "sessionId" IN '
+        '(SELECT "id" FROM "Session" WHERE "userId" = %s)',
+        (user_id,),
+    )
+    conn.execute('DELETE FROM "Session" WHERE "userId" = %s', (user_id,))
+    conn.execute('DELETE FROM "User" WHERE "id" = %s', (user_id,))
+    return [str(thread_id) for (thread_id,) in threads]
+
+
+# Trips: rename, delete, and a message page checked against the owner in one statement
+
+
+def rename_session(conn: Connection, session_id: str, user_id: str, title: str) -> Session | None:
+    with conn.cursor(row_factory=class_row(Session)) as cur:
+        cur.execute(
+            'UPDATE "Session" SET "title" = %s WHERE "id" = %s AND "userId" = %s '
+            f"RETURNING {_SESSION_COLUMNS}",
+            (title, session_id, user_id),
+        )
+        return cur.fetchone()
+
+
+def delete_session_rows(conn: Connection, session_id: str, user_id: str) -> str | None:
+    """Delete the user's trip with its messages and turns, children first; returns its
+    Backboard thread id, or None when the user has no such trip. Run inside a transaction."""
+    row = conn.execute(
+        'SELECT "threadId" FROM "Session" WHERE "id" = %s AND "userId" = %s FOR UPDATE',
+        (session_id, user_id),
+    ).fetchone()
+    if row is None:
+        return None
+    conn.execute("DELETE FROM tripchat.message_turn WHERE session_id = %s", (session_id,))
+    conn.execute('DELETE FROM "Message" WHERE "sessionId" = %s', (session_id,))
+    conn.execute('DELETE FROM "Session" WHERE "id" = %s', (session_id,))
+    return str(row[0])
+
+
+def list_owned_messages(
+    conn: Connection,
+    session_id: str,
+    user_id: str,
+    *,
+    limit: int,
+    before: Keyset | None = None,
+    after: Keyset | None = None,
+) -> list[Message] | None:
+    """Like list_messages, but None when the trip is not the user's; still one round trip:
+    the page is a lateral join on the owned trip, so an empty trip yields one all-NULL row."""
+    if after is not None:
+        order: LiteralString = "ASC"
+        condition: LiteralString = 'AND ("createdAt", "id") > (%s, %s) '
+        keys: tuple[object, ...] = (_db_timestamp(after[0]), after[1])
+    elif before is not None:
+        order, condition = "DESC", 'AND ("createdAt", "id") < (%s, %s) '
+        keys = (_db_timestamp(before[0]), before[1])
+    else:
+        order, condition, keys = "DESC", "", ()
+    rows = conn.execute(
+        'SELECT m."id", m."role", m."content", m."sessionId", m."createdAt" '
+        'FROM "Session" s LEFT JOIN LATERAL ('
+        f' SELECT {_MESSAGE_COLUMNS} FROM "Message" WHERE "sessionId" = s."id" {condition}'
+        f' ORDER BY "createdAt" {order}, "id" {order} LIMIT %s'
+        ') m ON true WHERE s."id" = %s AND s."userId" = %s',
+        (*keys, limit, session_id, user_id),
+    ).fetchall()
+    if not rows:
+        return None
+    messages = [
+        Message(id=r[0], role=r[1], content=r[2], session_id=r[3], created_at=r[4])
+        for r in rows
+        if r[0] is not None
+    ]
+    return messages if order == "ASC" else messages[::-1]
+
+
+# Message turns: idempotent sends with a per-user rate limit
+
+
+@dataclass(frozen=True)
+class TurnStart:
+    """What beginning a turn found or did; exactly one of the outcomes applies."""
+
+    session_found: bool
+    thread_id: str = ""
+    rate_count: int | None = None  # this window's count; None when the window was not touched
+    retry_after_seconds: int = 0
+    new_user_message: Message | None = None
+    # An earlier request with the same key (possibly for another trip):
+    existing_session_id: str | None = None
+    existing_sha256: str | None = None
+    existing_user_message: Message | None = None
+    existing_assistant_message: Message | None = None
+    existing_lease_active: bool = False
+
+
+_BEGIN_TURN: LiteralString = """
+WITH s AS (
+    SELECT "id", "threadId" FROM "Session" WHERE "id" = %(session)s AND "userId" = %(user)s
+), existing AS (
+    SELECT t.request_sha256, t.lease_until > now() AS lease_active, t.session_id,
+           um."id" AS u_id, um."content" AS u_content, um."createdAt" AS u_at,
+           am."id" AS a_id, am."content" AS a_content, am."createdAt" AS a_at
+    FROM tripchat.message_turn t
+    JOIN "Message" um ON um."id" = t.user_message_id
+    LEFT JOIN "Message" am ON am."id" = t.assistant_message_id
+    WHERE t.user_id = %(user)s AND t.idempotency_key = %(key)s
+), rate AS (
+    INSERT INTO tripchat.rate_limit AS r (user_id, window_start, request_count)
+    SELECT %(user)s, date_trunc('minute', now()), 1
+    FROM s WHERE NOT EXISTS (SELECT 1 FROM existing)
+    ON CONFLICT (user_id) DO UPDATE SET
+        request_count = CASE WHEN r.window_start = EXCLUDED.window_start
+                             THEN r.request_count + 1 ELSE 1 END,
+        window_start = EXCLUDED.window_start
+    RETURNING request_count, window_start
+), turn AS (
+    INSERT INTO tripchat.message_turn
+        (user_id, idempotency_key, session_id, request_sha256, user_message_id, lease_until)
+    SELECT %(user)s, %(key)s, s."id", %(sha)s, gen_random_uuid()::text,
+           now() + make_interval(secs => %(lease)s)
+    FROM s, rate WHERE rate.request_count <= %(limit)s
+    ON CONFLICT (user_id, idempotency_key) DO NOTHING
+    RETURNING session_id, user_message_id
+), msg AS (
+    INSERT INTO "Message" ("id", "sessionId", "role", "content")
+    SELECT user_message_id, session_id, 'user', %(content)s FROM turn
+    RETURNING "id", "createdAt"
+)
+SELECT (SELECT "threadId" FROM s),
+       (SELECT request_count FROM rate),
+       (SELECT ceil(extract(epoch FROM window_start + interval '1 minute' - now()))::int FROM rate),
+       msg."id", msg."createdAt",
+       e.request_sha256, e.lease_active, e.u_id, e.u_content, e.u_at, e.a_id, e.a_content, e.a_at,
+       e.session_id
+FROM (SELECT 1) one
+LEFT JOIN msg ON true
+LEFT JOIN existing e ON true
+"""
+
+
+def begin_turn(
+    conn: Connection,
+    *,
+    user_id: str,
+    session_id: str,
+    idempotency_key: str,
+    content: str,
+    request_sha256: str,
+    rate_limit: int,
+    lease_seconds: float,
+) -> TurnStart:
+    """One statement: check the trip is the user's, find an earlier turn with this key, count
+    the request against the rate limit, and store the user's message with its turn."""
+    row = conn.execute(
+        _BEGIN_TURN,
+        {
+            "session": session_id,
+            "user": user_id,
+            "key": idempotency_key,
+            "sha": request_sha256,
+            "content": content,
+            "limit": rate_limit,
+            "lease": lease_seconds,
+        },
+    ).fetchone()
+    if row is None or row[0] is None:
+        return TurnStart(session_found=False)
+    thread_id, rate_count, retry_after = str(row[0]), row[1], row[2]
+    start = TurnStart(
+        session_found=True,
+        thread_id=thread_id,
+        rate_count=rate_count,
+        retry_after_seconds=max(1, int(retry_after or 1)),
+    )
+    if row[3] is not None:
+        new = Message(
+            id=row[3], role="user", content=content, session_id=session_id, created_at=row[4]
+        )
+        return replace(start, new_user_message=new)
+    if row[5] is not None:
+        existing_user = Message(
+            id=row[7], role="user", content=row[8], session_id=row[13], created_at=row[9]
+        )
+        existing_reply = (
+            Message(
+                id=row[10],
+                role="assistant",
+                content=row[11],
+                session_id=row[13],
+                created_at=row[12],
+            )
+            if row[10] is not None
+            else None
+        )
+        return replace(
+            start,
+            existing_session_id=str(row[13]),
+            existing_sha256=str(row[5]),
+            existing_lease_active=bool(row[6]),
+            existing_user_message=existing_user,
+            existing_assistant_message=existing_reply,
+        )
+    return start
+
+
+def reclaim_turn(
+    conn: Connection, *, user_id: str, idempotency_key: str, lease_seconds: float
+) -> bool:
+    """Take over a turn whose reply is missing and whose lease ran out (its request failed
+    or died); False when another request holds it."""
+    row = conn.execute(
+        "UPDATE tripchat.message_turn SET lease_until = now() + make_interval(secs => %s) "
+        "WHERE user_id = %s AND idempotency_key = %s AND assistant_message_id IS NULL "
+        "AND (lease_until IS NULL OR lease_until <= now()) RETURNING 1",
+        (lease_seconds, user_id, idempotency_key),
+    ).fetchone()
+    return row is not None
+
+
+def release_turn(conn: Connection, *, user_id: str, idempotency_key: str) -> None:
+    """Give up the lease after a failed Backboard call, so a retry may proceed at once."""
+    conn.execute(
+        "UPDATE tripchat.message_turn SET lease_until = NULL "
+        "WHERE user_id = %s AND idempotency_key = %s AND assistant_message_id IS NULL",
+        (user_id, idempotency_key),
+    )
+
+
+def finish_turn(
+    conn: Connection, *, user_id: str, idempotency_key: str, session_id: str, reply: str
+) -> Message:
+    """Store the assistant's reply and close the turn, in one statement."""
+    with conn.cursor(row_factory=class_row(Message)) as cur:
+        cur.execute(
+            "WITH msg AS ("
+            ' INSERT INTO "Message" ("sessionId", "role", "content") '
+            f" VALUES (%s, 'assistant', %s) RETURNING {_MESSAGE_COLUMNS}"
+            "), done AS ("
+            " UPDATE tripchat.message_turn SET assistant_message_id = (SELECT id FROM msg), "
+            " lease_until = NULL WHERE user_id = %s AND idempotency_key = %s"
+            f") SELECT {_MESSAGE_COLUMNS} FROM msg",
+            (session_id, reply, user_id, idempotency_key),
+        )
+        return _one(cur.fetchone())

@@ -14,6 +14,14 @@ import psycopg
 import pytest
 
 from shared import config, db, migrations
+from shared.backboard import reset_backboard
+from tests.devstack.backboard_standin import BackboardStandIn
+
+# Powertools outside Lambda: no X-Ray daemon to send traces to, metrics printed not shipped.
+os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
+os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "TripChatTests")
+os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
 ADMIN_URL = os.environ.get(
     "TEST_ADMIN_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -86,3 +94,27 @@ def admin_conn(database_url: str) -> Iterator[psycopg.Connection[tuple[object, .
     """A direct connection to the run's database, outside the pool, to inspect and tamper."""
     with psycopg.connect(database_url, autocommit=True) as conn:
         yield conn
+
+
+@pytest.fixture(scope="session")
+def _backboard_server() -> Iterator[BackboardStandIn]:
+    with BackboardStandIn(api_key="test-backboard-key") as standin:
+        yield standin
+
+
+@pytest.fixture
+def backboard(
+    _backboard_server: BackboardStandIn, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[BackboardStandIn]:
+    """The Backboard stand-in, emptied, with the real SDK pointed at it (short timeout, so
+    timeout faults are quick to provoke)."""
+    _backboard_server.reset()
+    monkeypatch.setenv("BACKBOARD_API_KEY", _backboard_server.api_key)
+    monkeypatch.setenv("BACKBOARD_BASE_URL", _backboard_server.base_url)
+    monkeypatch.setenv("BACKBOARD_TIMEOUT_SECONDS", "1")
+    config.reset_caches()
+    reset_backboard()
+    yield _backboard_server
+    reset_backboard()
+    _backboard_server.clear_faults()
+    config.reset_caches()

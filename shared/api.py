@@ -1,0 +1,188 @@
+"""The HTTP layer every API function shares: one resolver setup, one error shape.
+
+Every error response is `{"error": {"code": ..., "message": ...}}` with a precise status;
+domain errors map through their own status and code, validation errors become 400 (unreadable
+JSON) or 422 (well-formed but invalid), and anything unexpected is logged with its traceback
+and answered with a bare 500 that reveals nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import BaseModel
+
+from shared import users
+from shared.auth import authenticate
+from shared.clerk import fetch_clerk_profile
+from shared.config import get_settings
+from shared.errors import AppError, PayloadTooLarge
+from shared.models import User
+
+logger = Logger(child=True)
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+def _error(description: str) -> OpenAPIResponse:
+    return {"description": description, "content": {"application/json": {"model": ErrorBody}}}
+
+
+# Documented on every API route, so the OpenAPI document states the error contract.
+ERROR_RESPONSES: dict[int, OpenAPIResponse] = {
+    400: _error("Malformed JSON or request"),
+    401: _error("Missing or invalid Clerk session token"),
+    404: _error("No such trip (or it is someone else's)"),
+    409: _error("Idempotency-Key in use or reused for a different message"),
+    413: _error("Request body too large"),
+    422: _error("Validation failed"),
+    429: _error("Rate limit exceeded (see Retry-After)"),
+    502: _error("The assistant service returned an error"),
+    503: _error("Database or assistant service unavailable (see Retry-After)"),
+}
+
+
+def _error_body(code: str, message: str) -> str:
+    return json.dumps({"error": {"code": code, "message": message}})
+
+
+def error_response(
+    status: int, code: str, message: str, *, headers: dict[str, str] | None = None
+) -> Response[str]:
+    return Response(
+        status_code=status,
+        content_type=content_types.APPLICATION_JSON,
+        body=_error_body(code, message),
+        headers=headers,
+    )
+
+
+def _app_error_headers(exc: AppError) -> dict[str, str]:
+    if exc.status >= 500:
+        logger.warning("request failed", extra={"code": exc.code, "status": exc.status})
+    return {"Retry-After": str(exc.retry_after)} if exc.retry_after else {}
+
+
+def create_app() -> APIGatewayHttpResolver:
+    """A resolver with pydantic validation and the error mapping; run it with `resolve`."""
+    app = APIGatewayHttpResolver(enable_validation=True)
+
+    @app.exception_handler(AppError)  # type: ignore[untyped-decorator]
+    def _app_error(exc: AppError) -> Response[str]:
+        headers = _app_error_headers(exc)
+        return error_response(exc.status, exc.code, exc.message, headers=headers or None)
+
+    @app.exception_handler(RequestValidationError)  # type: ignore[untyped-decorator]
+    def _invalid(exc: RequestValidationError) -> Response[str]:
+        errors = list(exc.errors())
+        kinds = {str(e.get("type")) for e in errors}
+        if "json_invalid" in kinds:
+            return error_response(400, "malformed_json", "The request body is not valid JSON.")
+        if "unsupported_content_type" in kinds:
+            return error_response(
+                415, "unsupported_media_type", "Send the body as application/json."
+            )
+        return error_response(422, "validation_error", _describe(errors))
+
+    @app.not_found
+    def _not_found(_: NotFoundError) -> Response[str]:
+        allowed = _allowed_methods(app, app.current_event.path)
+        if allowed:
+            return error_response(
+                405,
+                "method_not_allowed",
+                f"{app.current_event.http_method} is not allowed here; use {', '.join(allowed)}.",
+                headers={"Allow": ", ".join(allowed)},
+            )
+        return error_response(404, "not_found", "No such route.")
+
+    @app.exception_handler(Exception)  # type: ignore[untyped-decorator]
+    def _unexpected(exc: Exception) -> Response[str]:
+        logger.exception("unhandled error")
+        return error_response(500, "internal_error", "Something went wrong on our side.")
+
+    return app
+
+
+def resolve(
+    app: APIGatewayHttpResolver,
+    event: dict[str, Any],
+    context: LambdaContext,
+    *,
+    authenticated: bool = True,
+) -> dict[str, Any]:
+    """Run the request through `app`, after what must come before parsing and validation:
+    the body-size limit (413 without reading the body as JSON) and, for the user-facing API,
+    authentication with first-request provisioning (401 before anything else is revealed)."""
+    try:
+        _check_body_size(event)
+        if authenticated:
+            user = _authenticated_user(event.get("headers") or {})
+            app.append_context(user=user)  # type: ignore[no-untyped-call]
+    except AppError as exc:
+        headers = {"Content-Type": content_types.APPLICATION_JSON, **_app_error_headers(exc)}
+        return {
+            "statusCode": exc.status,
+            "headers": headers,
+            "body": _error_body(exc.code, exc.message),
+            "isBase64Encoded": False,
+        }
+    return app.resolve(event, context)
+
+
+def request_user(app: APIGatewayHttpResolver) -> User:
+    """The signed-in user of the current request (set by `resolve`)."""
+    user: User = app.context["user"]
+    return user
+
+
+def _authenticated_user(headers: dict[str, str]) -> User:
+    authorization = next((v for k, v in headers.items() if k.lower() == "authorization"), None)
+    identity = authenticate(authorization)
+    return users.ensure_user_exists(
+        identity.clerk_id,
+        identity.email,
+        identity.name,
+        fetch_profile=lambda: fetch_clerk_profile(identity.clerk_id),
+    )
+
+
+def _check_body_size(event: dict[str, Any]) -> None:
+    body = event.get("body") or ""
+    size = (
+        len(body) * 3 // 4
+        if event.get("isBase64Encoded")
+        else len(body.encode("utf-8", "surrogatepass"))
+    )
+    limit = get_settings().max_body_bytes
+    if size > limit:
+        raise PayloadTooLarge(f"The request body is larger than {limit} bytes.")
+
+
+def _describe(errors: list[Any]) -> str:
+    """Which fields are wrong and why, without echoing the values (they may be private)."""
+    parts = []
+    for error in errors[:5]:
+        location = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{location}: {error.get('msg', 'invalid')}")
+    return "; ".join(parts) or "The request is not valid."
+
+
+def _allowed_methods(app: APIGatewayHttpResolver, path: str) -> list[str]:
+    # Powertools keeps its routes in these lists; it has no public "methods for a path".
+    routes = [*getattr(app, "_static_routes", []), *getattr(app, "_dynamic_routes", [])]
+    return sorted({route.method for route in routes if route.rule.match(path)})

@@ -1,0 +1,214 @@
+"""Users: every Clerk user has exactly one User row and exactly one Backboard assistant.
+
+The webhook and several first API requests for the same new user can run at once in
+different containers. Everything that creates, updates or erases one Clerk user runs under a
+PostgreSQL advisory lock on its clerk id (transaction-scoped, so a crashed container releases
+it), which makes the second caller wait and then find the first caller's user: an extra
+assistant is never created, so none has to be cleaned up.
+
+A user without any email address (a phone-number or username-only Clerk sign-up) is stored
+with an empty email, since the seed's column is NOT NULL; a later `user.updated` fills it in.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from aws_lambda_powertools import Logger
+
+from shared import db, queries
+from shared.backboard import delete_quietly, get_backboard
+from shared.clerk import ClerkProfile
+from shared.config import get_settings
+from shared.errors import (
+    AccountDeleted,
+    AppError,
+    ServiceInitializationError,
+    UpstreamUnavailable,
+)
+from shared.models import User
+
+logger = Logger(child=True)
+
+ASSISTANT_SYSTEM_PROMPT = (
+    "You are a friendly, practical trip-planning assistant. Help the traveller plan trips: "
+    "destinations, itineraries, transport, lodging, budgets, timing and local tips. Remember "
+    "their preferences (pace, interests, dietary needs, budget, who they travel with) across "
+    "trips and use them. Ask a short clarifying question when a request is ambiguous, and "
+    "say so when information may be out of date (prices, opening hours, entry rules)."
+)
+
+
+class SyncOutcome(enum.Enum):
+    CREATED = "created"
+    UPDATED = "updated"
+    IGNORED_STALE = "ignored_stale"  # an older event than one already applied
+    IGNORED_DELETED = "ignored_deleted"  # the user was deleted; Clerk never reuses ids
+
+
+def ensure_user_exists(
+    clerk_id: str,
+    email: str | None,
+    name: str | None,
+    *,
+    fetch_profile: Callable[[], ClerkProfile] | None = None,
+) -> User:
+    """The user's row, created with their Backboard assistant on first sight.
+
+    An existing user costs one query and no Backboard call. For a new user without an email,
+    `fetch_profile` (e.g. Clerk's Backend API) is asked for one. Raises
+    ServiceInitializationError when the assistant cannot be created (no row is written) and
+    AccountDeleted for a user erased by the Clerk webhook.
+    """
+    with db.connection() as conn:
+        user = queries.get_user_by_clerk_id(conn, clerk_id)
+    if user is not None:
+        return user
+    if email is None and fetch_profile is not None:
+        fetched = fetch_profile()
+        email, name = fetched.email, name or fetched.name
+    with _locked(clerk_id) as locked:
+        user = queries.get_user_by_clerk_id(locked.conn, clerk_id)
+        if user is not None:  # another container created it while we waited for the lock
+            return user
+        state = queries.get_clerk_state(locked.conn, clerk_id)
+        if state is not None and state[1]:
+            raise AccountDeleted()
+        return _create_user(locked, clerk_id, ClerkProfile(email, name))
+
+
+def apply_clerk_profile(clerk_id: str, profile: ClerkProfile, event_at: int) -> SyncOutcome:
+    """Apply a user.created or user.updated event (Clerk's updated_at, in ms, as `event_at`).
+
+    Events arrive at least once and in any order: an event older than the last one applied
+    is ignored, an update for a user not created yet creates them, and a deleted user stays
+    deleted. So any delivery order ends in the state of the newest event.
+    """
+    with _locked(clerk_id) as locked:
+        conn = locked.conn
+        state = queries.get_clerk_state(conn, clerk_id)
+        if state is not None and state[1]:
+            return SyncOutcome.IGNORED_DELETED
+        if state is not None and state[0] >= event_at:
+            return SyncOutcome.IGNORED_STALE
+        user = queries.get_user_by_clerk_id(conn, clerk_id)
+        queries.record_clerk_event(conn, clerk_id, event_at)
+        if user is None:
+            _create_user(locked, clerk_id, profile)
+            return SyncOutcome.CREATED
+        queries.update_user_profile(conn, user.id, email=profile.email or "", name=profile.name)
+        return SyncOutcome.UPDATED
+
+
+def erase_user(clerk_id: str) -> bool:
+    """Delete the user's messages, trips and row in one transaction, children first, then
+    their Backboard threads and assistant. Remembers the deletion so a late user.created
+    cannot bring them back. Returns False when there was nobody to erase (a repeat)."""
+    with _locked(clerk_id) as locked:
+        queries.mark_clerk_deleted(locked.conn, clerk_id)
+        user = queries.get_user_by_clerk_id(locked.conn, clerk_id)
+        if user is None:
+            return False
+        thread_ids = queries.delete_user_rows(locked.conn, user.id)
+    # After the commit: Backboard objects of a committed erasure are deleted best effort; a
+    # failure is logged with the ids so an operator can finish the job.
+    for thread_id in thread_ids:
+        delete_quietly("thread", thread_id)
+    delete_quietly("assistant", user.assistant_id)
+    _delete_stray_assistants(clerk_id)
+    logger.info("user erased", extra={"user_id": user.id, "threads": len(thread_ids)})
+    return True
+
+
+@dataclass
+class _Locked:
+    conn: db.Connection
+    uncommitted_assistants: list[str]
+
+
+@contextmanager
+def _locked(clerk_id: str) -> Iterator[_Locked]:
+    """A transaction holding the clerk id's advisory lock. Waiters wait as long as the holder
+    may spend creating an assistant, then give up with a 503."""
+    uncommitted: list[str] = []
+    try:
+        with db.transaction() as conn:
+            wait_ms = int(get_settings().backboard_timeout_seconds * 2 * 1000) + 5_000
+            queries.lock_clerk_id(conn, clerk_id, wait_ms=wait_ms)
+            yield _Locked(conn, uncommitted)
+    except BaseException:
+        # The row was inserted but the commit failed (connection lost): whether it committed
+        # is unknown, so the assistant is not deleted blindly; the id is logged instead.
+        for assistant_id in uncommitted:
+            logger.error(
+                "user insert may not have committed; check this assistant for an orphan",
+                extra={"clerk_id": clerk_id, "assistant_id": assistant_id},
+            )
+        raise
+
+
+def assistant_name(clerk_id: str) -> str:
+    """Unique per user, so an operator can tell whose it is and we can find it again."""
+    return f"Trip planner for {clerk_id}"
+
+
+def _create_user(locked: _Locked, clerk_id: str, profile: ClerkProfile) -> User:
+    """Create the assistant, then the row, under the clerk id's lock. If the insert fails,
+    the assistant is deleted again (compensation).
+
+    An earlier attempt may have timed out on our side after Backboard created the assistant;
+    such an assistant carries this user's name, so it is adopted instead of orphaned."""
+    backboard = get_backboard()
+    try:
+        existing = backboard.find_assistants(assistant_name(clerk_id))
+        if existing:
+            assistant_id = existing[0]
+            logger.info(
+                "adopting an assistant from an earlier attempt",
+                extra={"assistant_id": assistant_id},
+            )
+            for extra in existing[1:]:
+                delete_quietly("assistant", extra)
+        else:
+            assistant_id = backboard.create_assistant(
+                name=assistant_name(clerk_id),
+                description=f"Trip-planning assistant of Clerk user {clerk_id} (tripchat)",
+                system_prompt=ASSISTANT_SYSTEM_PROMPT,
+            )
+    except AppError as exc:
+        retryable = isinstance(exc, UpstreamUnavailable)
+        logger.warning(
+            "assistant creation failed",
+            extra={"clerk_id": clerk_id, "error": exc.code, "retryable": retryable},
+        )
+        raise ServiceInitializationError(retryable=retryable) from exc
+    try:
+        with locked.conn.transaction():  # a savepoint: the insert fails alone
+            user = queries.insert_user(
+                locked.conn,
+                clerk_id=clerk_id,
+                assistant_id=assistant_id,
+                email=profile.email or "",
+                name=profile.name,
+            )
+    except BaseException:
+        delete_quietly("assistant", assistant_id)
+        raise
+    locked.uncommitted_assistants.append(assistant_id)
+    logger.info("user created", extra={"user_id": user.id, "assistant_id": assistant_id})
+    return user
+
+
+def _delete_stray_assistants(clerk_id: str) -> None:
+    """Assistants of this user that no row points at (a creation that timed out on our side
+    but landed at Backboard): erasure leaves none behind."""
+    try:
+        strays = get_backboard().find_assistants(assistant_name(clerk_id))
+    except AppError as exc:
+        logger.warning("could not look for stray assistants", extra={"error": exc.code})
+        return
+    for assistant_id in strays:
+        delete_quietly("assistant", assistant_id)
