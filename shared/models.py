@@ -51,3 +51,89 @@ class Message(Row):
     content: str
     session_id: str
     created_at: UtcDatetime
+
+
+# API shapes: what the sessions and messages functions accept and return (camelCase JSON).
+
+TITLE_MAX = 200
+CONTENT_MAX = 8_000
+
+
+class ApiModel(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+def _clean_title(value: str) -> str:
+    title = value.strip()
+    if not 1 <= len(title) <= TITLE_MAX:
+        raise ValueError(f"title must be 1 to {TITLE_MAX} characters after trimming")
+    if "\x00" in title:
+        raise ValueError("title must not contain NUL characters")
+    return title
+
+
+def _clean_content(value: str) -> str:
+    content = value.strip()
+    if not 1 <= len(content) <= CONTENT_MAX:
+        raise ValueError(f"content must be 1 to {CONTENT_MAX} characters after trimming")
+    if "\x00" in content:
+        raise ValueError("content must not contain NUL characters")
+    return content
+
+
+Title = Annotated[str, AfterValidator(_clean_title)]
+Content = Annotated[str, AfterValidator(_clean_content)]
+
+
+class CreateTripRequest(ApiModel):
+    title: Title | None = None
+
+
+class RenameTripRequest(ApiModel):
+    title: Title
+
+
+class SendMessageRequest(ApiModel):
+    content: Content
+
+
+class TripOut(ApiModel):
+    id: str
+    title: str | None
+    created_at: UtcDatetime
+
+    @classmethod
+    def of(cls, session: Session) -> TripOut:
+        return cls(id=session.id, title=session.title, created_at=session.created_at)
+
+
+class TripPage(ApiModel):
+    sessions: list[TripOut]
+    next_cursor: str | None  # pass as ?cursor= for the next (older) page; None at the end
+
+
+class MessageOut(ApiModel):
+    id: str
+    role: Role
+    content: str
+    created_at: UtcDatetime
+
+    @classmethod
+    def of(cls, message: Message) -> MessageOut:
+        return cls(
+            id=message.id, role=message.role, content=message.content, created_at=message.created_at
+        )
+
+
+class MessagePage(ApiModel):
+    messages: list[MessageOut]  # always in conversation order, oldest first
+    older_cursor: str | None  # pass as ?before= for older messages; None when there are none
+    # Pass as ?after= for messages newer than this page (or to poll); None for an empty page.
+    newer_cursor: str | None
+
+
+class TurnOut(ApiModel):
+    user_message: MessageOut
+    assistant_message: MessageOut

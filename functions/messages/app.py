@@ -1,0 +1,81 @@
+"""Messages function: a trip's conversation, and sending a message to the assistant.
+
+GET /sessions/{id}/messages and POST /sessions/{id}/messages (optional Idempotency-Key).
+"""
+
+# No `from __future__ import annotations`: Powertools reads the route signatures at runtime.
+from typing import Annotated, Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.event_handler import Response, content_types
+from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path, Query
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from shared import chat
+from shared.api import ERROR_RESPONSES, create_app, request_user, resolve
+from shared.models import MessageOut, MessagePage, SendMessageRequest, TurnOut
+
+logger = Logger(service="messages")
+tracer = Tracer(service="messages")
+metrics = Metrics(namespace="TripChat", service="messages")
+app = create_app()
+
+TripId = Annotated[str, Path(min_length=1, max_length=100, description="The trip's id")]
+Cursor = Annotated[str | None, Query(max_length=200)]
+
+
+@app.get(
+    "/sessions/<trip_id>/messages",
+    summary="Read a trip's conversation, a page at a time",
+    responses=ERROR_RESPONSES,
+)
+@tracer.capture_method
+def list_messages(
+    trip_id: TripId,
+    limit: Annotated[int, Query(ge=1, le=200, description="Page size")] = 50,
+    before: Cursor = None,
+    after: Cursor = None,
+) -> MessagePage:
+    return chat.list_messages(request_user(app), trip_id, limit=limit, before=before, after=after)
+
+
+@app.post(
+    "/sessions/<trip_id>/messages",
+    summary="Send a message and get the assistant's reply",
+    responses=ERROR_RESPONSES,
+)
+@tracer.capture_method
+def send_message(
+    trip_id: TripId,
+    request: Annotated[SendMessageRequest, Body()],
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="idempotency-key",
+            max_length=255,
+            description="Retrying with the same key never sends the message twice",
+        ),
+    ] = None,
+) -> Response[TurnOut]:
+    turn = chat.send_message(request_user(app), trip_id, request.content, idempotency_key)
+    metrics.add_metric(
+        name="MessageReplayed" if turn.replayed else "MessageSent", unit=MetricUnit.Count, value=1
+    )
+    return Response(
+        status_code=201,
+        content_type=content_types.APPLICATION_JSON,
+        body=TurnOut(
+            user_message=MessageOut.of(turn.user_message),
+            assistant_message=MessageOut.of(turn.assistant_message),
+        ),
+        headers={"Idempotent-Replayed": "true"} if turn.replayed else None,
+    )
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return resolve(app, event, context)

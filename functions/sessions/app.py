@@ -1,0 +1,80 @@
+"""Sessions function: the signed-in user's trips.
+
+GET /sessions, POST /sessions, GET/PATCH/DELETE /sessions/{id}. Every route needs a Clerk
+session token; someone else's trip is answered exactly like a trip that does not exist.
+"""
+
+# No `from __future__ import annotations`: Powertools reads the route signatures at runtime.
+from typing import Annotated, Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.event_handler import Response, content_types
+from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from shared import trips
+from shared.api import ERROR_RESPONSES, create_app, request_user, resolve
+from shared.models import CreateTripRequest, RenameTripRequest, TripOut, TripPage
+
+logger = Logger(service="sessions")
+tracer = Tracer(service="sessions")
+metrics = Metrics(namespace="TripChat", service="sessions")
+app = create_app()
+
+TripId = Annotated[str, Path(min_length=1, max_length=100, description="The trip's id")]
+
+
+@app.get("/sessions", summary="List my trips, newest first", responses=ERROR_RESPONSES)
+@tracer.capture_method
+def list_sessions(
+    limit: Annotated[int, Query(ge=1, le=100, description="Page size")] = 20,
+    cursor: Annotated[
+        str | None, Query(max_length=200, description="nextCursor of the previous page")
+    ] = None,
+) -> TripPage:
+    return trips.list_trips(request_user(app), limit=limit, cursor=cursor)
+
+
+@app.post("/sessions", summary="Start a trip (a new assistant thread)", responses=ERROR_RESPONSES)
+@tracer.capture_method
+def create_session(
+    request: Annotated[CreateTripRequest | None, Body()] = None,
+) -> Response[TripOut]:
+    session = trips.create_trip(request_user(app), request.title if request else None)
+    return Response(
+        status_code=201,
+        content_type=content_types.APPLICATION_JSON,
+        body=TripOut.of(session),
+        headers={"Location": f"/sessions/{session.id}"},
+    )
+
+
+@app.get("/sessions/<trip_id>", summary="Get one of my trips", responses=ERROR_RESPONSES)
+@tracer.capture_method
+def get_session(trip_id: TripId) -> TripOut:
+    return TripOut.of(trips.get_trip(request_user(app), trip_id))
+
+
+@app.patch("/sessions/<trip_id>", summary="Rename one of my trips", responses=ERROR_RESPONSES)
+@tracer.capture_method
+def rename_session(trip_id: TripId, request: Annotated[RenameTripRequest, Body()]) -> TripOut:
+    return TripOut.of(trips.rename_trip(request_user(app), trip_id, request.title))
+
+
+@app.delete(
+    "/sessions/<trip_id>",
+    summary="Delete one of my trips with its messages",
+    responses=ERROR_RESPONSES,
+)
+@tracer.capture_method
+def delete_session(trip_id: TripId) -> Response[None]:
+    trips.delete_trip(request_user(app), trip_id)
+    return Response(status_code=204, body=None)
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return resolve(app, event, context)

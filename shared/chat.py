@@ -1,0 +1,150 @@
+"""Chat: a trip's conversation, and sending a message to the user's assistant.
+
+A send is a "turn", persisted around the Backboard call: the user's message is stored before
+the call and kept if it fails; the reply is stored after. Each turn has a key (the client's
+Idempotency-Key, or a generated one), so a retry with the same key never stores the message
+twice and never asks Backboard again once the reply is stored. A lease on the turn keeps two
+concurrent retries from both calling Backboard.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from dataclasses import dataclass
+
+from aws_lambda_powertools import Logger
+
+from shared import db, queries
+from shared.backboard import get_backboard
+from shared.config import get_settings
+from shared.errors import AppError, Conflict, RateLimited, ValidationFailed
+from shared.models import Message, MessageOut, MessagePage, User
+from shared.pagination import decode_cursor, encode_cursor
+from shared.trips import TripNotFound
+
+logger = Logger(child=True)
+
+IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces
+
+
+@dataclass(frozen=True)
+class Turn:
+    user_message: Message
+    assistant_message: Message
+    replayed: bool  # True when an earlier request with the same key had already finished
+
+
+def list_messages(
+    user: User, trip_id: str, *, limit: int, before: str | None, after: str | None
+) -> MessagePage:
+    """A page of the trip's messages in conversation order: the latest page by default,
+    older ones with `before`, newer ones with `after` (cursors from earlier pages)."""
+    if before and after:
+        raise ValidationFailed("Use either before or after, not both.")
+    before_key = decode_cursor(before, name="before") if before else None
+    after_key = decode_cursor(after, name="after") if after else None
+    with db.connection() as conn:
+        rows = queries.list_owned_messages(
+            conn, trip_id, user.id, limit=limit + 1, before=before_key, after=after_key
+        )
+    if rows is None:
+        raise TripNotFound()
+    more = len(rows) > limit
+    if after_key is not None:  # ascending from the cursor: the extra row is the newest
+        page = rows[:limit]
+        older = bool(page)
+    else:  # the extra row is the oldest
+        page = rows[-limit:] if more else rows
+        older = more
+    return MessagePage(
+        messages=[MessageOut.of(m) for m in page],
+        older_cursor=encode_cursor(page[0].created_at, page[0].id) if page and older else None,
+        newer_cursor=encode_cursor(page[-1].created_at, page[-1].id) if page else None,
+    )
+
+
+def send_message(user: User, trip_id: str, content: str, idempotency_key: str | None) -> Turn:
+    """Store the user's message, ask the assistant (memory "Auto": it remembers the traveller
+    across trips), store the reply. Backboard failing leaves the user's message stored and
+    raises 502/503; retrying with the same key resumes the same turn."""
+    if idempotency_key is not None and not IDEMPOTENCY_KEY.match(idempotency_key):
+        raise ValidationFailed("Idempotency-Key must be 1 to 255 printable ASCII characters.")
+    key = idempotency_key or f"auto-{uuid.uuid4()}"
+    settings = get_settings()
+    lease = settings.backboard_timeout_seconds + 5
+    sha = hashlib.sha256(content.encode()).hexdigest()
+    with db.connection() as conn:
+        start = queries.begin_turn(
+            conn,
+            user_id=user.id,
+            session_id=trip_id,
+            idempotency_key=key,
+            content=content,
+            request_sha256=sha,
+            rate_limit=settings.message_rate_limit_per_minute,
+            lease_seconds=lease,
+        )
+        if not start.session_found:
+            raise TripNotFound()
+        if start.new_user_message is not None:
+            user_message = start.new_user_message
+        else:
+            resumed = _resume(
+                conn, start, user=user, trip_id=trip_id, key=key, sha=sha, lease=lease
+            )
+            if isinstance(resumed, Turn):
+                return resumed
+            user_message = resumed
+    try:
+        reply = get_backboard().add_message(start.thread_id, content)
+    except AppError:
+        with db.connection() as conn:
+            queries.release_turn(conn, user_id=user.id, idempotency_key=key)
+        raise
+    with db.connection() as conn:
+        assistant_message = queries.finish_turn(
+            conn, user_id=user.id, idempotency_key=key, session_id=trip_id, reply=reply
+        )
+    return Turn(user_message, assistant_message, replayed=False)
+
+
+def _resume(
+    conn: db.Connection,
+    start: queries.TurnStart,
+    *,
+    user: User,
+    trip_id: str,
+    key: str,
+    sha: str,
+    lease: float,
+) -> Message | Turn:
+    """The request was not started as a new turn: replay a finished turn, resume a failed one,
+    or explain why not (rate limit, a concurrent request, a reused key)."""
+    if start.existing_user_message is None:
+        if (
+            start.rate_count is not None
+            and start.rate_count > get_settings().message_rate_limit_per_minute
+        ):
+            raise RateLimited(
+                f"At most {get_settings().message_rate_limit_per_minute} messages a minute.",
+                retry_after=start.retry_after_seconds,
+            )
+        # The key was taken by a concurrent request between our read and our insert.
+        raise Conflict("A request with this Idempotency-Key is in progress.", retry_after=2)
+    if start.existing_session_id != trip_id or start.existing_sha256 != sha:
+        raise IdempotencyKeyReused()
+    if start.existing_assistant_message is not None:
+        return Turn(start.existing_user_message, start.existing_assistant_message, replayed=True)
+    if start.existing_lease_active or not queries.reclaim_turn(
+        conn, user_id=user.id, idempotency_key=key, lease_seconds=lease
+    ):
+        raise Conflict("A request with this Idempotency-Key is in progress.", retry_after=2)
+    logger.info("resuming an unfinished turn", extra={"session_id": trip_id})
+    return start.existing_user_message
+
+
+class IdempotencyKeyReused(Conflict):
+    code = "idempotency_key_reused"
+    default_message = "This Idempotency-Key was already used for a different message."

@@ -1,0 +1,470 @@
+"""The sessions and messages functions end to end, through their handlers, with API Gateway
+HTTP API v2 events, Clerk tokens from a local issuer, and the Backboard stand-in."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from functions.messages.app import lambda_handler as messages_handler
+from functions.sessions.app import lambda_handler as sessions_handler
+from shared import auth, config
+from tests.devstack.apigw import LambdaContext, http_event, response_json
+from tests.devstack.backboard_standin import BackboardStandIn
+from tests.devstack.token_issuer import LocalIssuer
+
+Conn = psycopg.Connection[tuple[object, ...]]
+
+
+@dataclass
+class Reply:
+    status: int
+    body: Any
+    headers: dict[str, str]
+
+
+@dataclass
+class Client:
+    """Calls the handlers the way API Gateway would, as one signed-in user."""
+
+    token: str | None
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        query: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Reply:
+        all_headers = dict(headers or {})
+        if self.token is not None:
+            all_headers.setdefault("authorization", f"Bearer {self.token}")
+        handler = messages_handler if path.endswith("/messages") else sessions_handler
+        event = http_event(method, path, body=body, headers=all_headers, query=query)
+        response = handler(event, LambdaContext())
+        return Reply(response["statusCode"], response_json(response), response.get("headers") or {})
+
+
+@pytest.fixture
+def issuer(tmp_path: Path) -> LocalIssuer:
+    return LocalIssuer.load_or_create(tmp_path / "issuer-key.pem")
+
+
+@pytest.fixture
+def api(
+    clean_db: str,
+    backboard: BackboardStandIn,
+    issuer: LocalIssuer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Callable[[str], Client]]:
+    """A factory of clients, one per Clerk user id, with tokens carrying email and name."""
+    monkeypatch.setenv("CLERK_ISSUER", issuer.issuer)
+    monkeypatch.setenv("CLERK_JWT_KEY", issuer.public_pem())
+    monkeypatch.delenv("CLERK_JWKS_URL", raising=False)
+    monkeypatch.setenv("MESSAGE_RATE_LIMIT_PER_MINUTE", "1000")
+    config.reset_caches()
+    auth.reset_auth()
+
+    def client(clerk_id: str) -> Client:
+        name = clerk_id.removeprefix("user_").title()
+        return Client(issuer.mint(clerk_id, email=f"{clerk_id}@example.test", name=name))
+
+    yield client
+    auth.reset_auth()
+
+
+def _count(conn: Conn, sql: str, *params: object) -> int:
+    row = conn.execute(sql, params).fetchone()
+    assert row is not None
+    return int(str(row[0]))
+
+
+def test_full_trip_flow(
+    api: Callable[[str], Client], admin_conn: Conn, backboard: BackboardStandIn
+) -> None:
+    alice = api("user_alice")
+    created = alice.call("POST", "/sessions", body={"title": "  Lisbon in May  "})
+    assert created.status == 201
+    trip = created.body
+    assert trip["title"] == "Lisbon in May"
+    assert set(trip) == {"id", "title", "createdAt"}
+    assert created.headers["Location"] == f"/sessions/{trip['id']}"
+    # The user was provisioned by this first request: one row, one assistant, one thread.
+    assert _count(admin_conn, 'SELECT count(*) FROM "User" WHERE "clerkId" = %s', "user_alice") == 1
+    assert len(backboard.assistants()) == 1
+    thread_id = admin_conn.execute(
+        'SELECT "threadId" FROM "Session" WHERE id = %s', (trip["id"],)
+    ).fetchone()
+    assert thread_id is not None
+    assert backboard.threads() == {thread_id[0]: next(iter(backboard.assistants()))}
+
+    untitled = alice.call("POST", "/sessions")
+    assert (untitled.status, untitled.body["title"]) == (201, "New Trip")
+
+    listed = alice.call("GET", "/sessions")
+    assert listed.status == 200
+    assert [s["id"] for s in listed.body["sessions"]] == [untitled.body["id"], trip["id"]]
+    assert listed.body["nextCursor"] is None
+
+    renamed = alice.call("PATCH", f"/sessions/{trip['id']}", body={"title": "Lisbon & Porto"})
+    assert (renamed.status, renamed.body["title"]) == (200, "Lisbon & Porto")
+    assert alice.call("GET", f"/sessions/{trip['id']}").body["title"] == "Lisbon & Porto"
+
+    sent = []
+    for i in range(5):
+        reply = alice.call(
+            "POST", f"/sessions/{trip['id']}/messages", body={"content": f" question {i} "}
+        )
+        assert reply.status == 201
+        assert reply.body["userMessage"]["content"] == f"question {i}"
+        assert reply.body["userMessage"]["role"] == "user"
+        assert reply.body["assistantMessage"]["role"] == "assistant"
+        assert f"question {i}" in reply.body["assistantMessage"]["content"]
+        sent += [reply.body["userMessage"]["id"], reply.body["assistantMessage"]["id"]]
+    # Backboard saw every message on the trip's thread, with memory on.
+    seen = backboard.messages(str(thread_id[0]))
+    assert [m["content"] for m in seen if m["role"] == "user"] == [
+        f"question {i}" for i in range(5)
+    ]
+    assert {m.get("memory") for m in seen if m["role"] == "user"} == {"Auto"}
+
+    # Page backwards from the latest, then forwards from the start.
+    page = alice.call("GET", f"/sessions/{trip['id']}/messages", query={"limit": "4"})
+    assert [m["id"] for m in page.body["messages"]] == sent[-4:]
+    collected = [m["id"] for m in page.body["messages"]]
+    while page.body["olderCursor"]:
+        page = alice.call(
+            "GET",
+            f"/sessions/{trip['id']}/messages",
+            query={"limit": "4", "before": page.body["olderCursor"]},
+        )
+        collected = [m["id"] for m in page.body["messages"]] + collected
+    assert collected == sent
+    forward = [m["id"] for m in page.body["messages"]]
+    cursor = page.body["newerCursor"]
+    while True:
+        nxt = alice.call(
+            "GET", f"/sessions/{trip['id']}/messages", query={"limit": "3", "after": cursor}
+        )
+        if not nxt.body["messages"]:
+            break
+        forward += [m["id"] for m in nxt.body["messages"]]
+        cursor = nxt.body["newerCursor"]
+    assert forward == sent
+
+    deleted = alice.call("DELETE", f"/sessions/{trip['id']}")
+    assert (deleted.status, deleted.body) == (204, None)
+    assert (
+        _count(admin_conn, 'SELECT count(*) FROM "Message" WHERE "sessionId" = %s', trip["id"]) == 0
+    )
+    assert thread_id[0] not in backboard.threads()
+    assert alice.call("GET", f"/sessions/{trip['id']}").status == 404
+    assert [s["id"] for s in alice.call("GET", "/sessions").body["sessions"]] == [
+        untitled.body["id"]
+    ]
+
+
+@pytest.fixture
+def alice_trip(api: Callable[[str], Client]) -> tuple[Client, str]:
+    alice = api("user_alice")
+    trip = alice.call("POST", "/sessions", body={"title": "Kyoto"})
+    assert trip.status == 201
+    first = alice.call("POST", f"/sessions/{trip.body['id']}/messages", body={"content": "hello"})
+    assert first.status == 201
+    return alice, str(trip.body["id"])
+
+
+def _snapshot(conn: Conn) -> list[Any]:
+    return [
+        conn.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall()
+        for table in ('"User"', '"Session"', '"Message"', "tripchat.message_turn")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("method", "suffix", "body"),
+    [
+        ("GET", "", None),
+        ("PATCH", "", {"title": "Mine now"}),
+        ("DELETE", "", None),
+        ("GET", "/messages", None),
+        ("POST", "/messages", {"content": "let me in"}),
+    ],
+)
+def test_another_users_trip_is_a_404_and_nothing_changes(
+    alice_trip: tuple[Client, str],
+    api: Callable[[str], Client],
+    admin_conn: Conn,
+    backboard: BackboardStandIn,
+    method: str,
+    suffix: str,
+    body: Any,
+) -> None:
+    _, trip_id = alice_trip
+    bob = api("user_bob")
+    bob.call("GET", "/sessions")  # provision Bob first, so the snapshot includes him
+    before, calls = _snapshot(admin_conn), backboard.calls("add_message")
+    reply = bob.call(method, f"/sessions/{trip_id}{suffix}", body=body)
+    assert reply.status == 404
+    assert reply.body["error"]["code"] == "session_not_found"
+    assert _snapshot(admin_conn) == before
+    assert backboard.calls("add_message") == calls
+    missing = bob.call(method, f"/sessions/no-such-trip{suffix}", body=body)
+    assert (missing.status, missing.body) == (reply.status, reply.body)  # indistinguishable
+
+
+def test_idempotent_send_replays_without_a_second_backboard_call(
+    alice_trip: tuple[Client, str], admin_conn: Conn, backboard: BackboardStandIn
+) -> None:
+    alice, trip_id = alice_trip
+    key = {"Idempotency-Key": "send-1"}
+    first = alice.call(
+        "POST", f"/sessions/{trip_id}/messages", body={"content": "Day 1?"}, headers=key
+    )
+    calls = backboard.calls("add_message")
+    again = alice.call(
+        "POST", f"/sessions/{trip_id}/messages", body={"content": "Day 1?"}, headers=key
+    )
+    assert (first.status, again.status) == (201, 201)
+    assert again.body == first.body
+    assert again.headers.get("Idempotent-Replayed") == "true"
+    assert backboard.calls("add_message") == calls
+    count = _count(admin_conn, 'SELECT count(*) FROM "Message" WHERE "sessionId" = %s', trip_id)
+    assert count == 4  # hello + reply, Day 1? + reply
+    reused = alice.call(
+        "POST", f"/sessions/{trip_id}/messages", body={"content": "Other"}, headers=key
+    )
+    assert (reused.status, reused.body["error"]["code"]) == (409, "idempotency_key_reused")
+
+
+@pytest.mark.parametrize(
+    ("status", "delay", "expected"),
+    [(500, 0.0, 503), (429, 0.0, 503), (None, 3.0, 503), (400, 0.0, 502)],
+)
+def test_backboard_failure_keeps_the_user_message_and_a_retry_completes_it(
+    alice_trip: tuple[Client, str],
+    admin_conn: Conn,
+    backboard: BackboardStandIn,
+    status: int | None,
+    delay: float,
+    expected: int,
+) -> None:
+    alice, trip_id = alice_trip
+    backboard.inject("add_message", status=status, delay=delay, times=1)
+    key = {"Idempotency-Key": f"fail-{status}"}
+    failed = alice.call(
+        "POST", f"/sessions/{trip_id}/messages", body={"content": "Where to eat?"}, headers=key
+    )
+    assert failed.status == expected
+    assert failed.body["error"]["code"] in {"upstream_unavailable", "upstream_error"}
+    rows = admin_conn.execute(
+        'SELECT role, content FROM "Message" WHERE "sessionId" = %s ORDER BY "createdAt", id',
+        (trip_id,),
+    ).fetchall()
+    assert rows[-1] == ("user", "Where to eat?")  # kept
+    retry = alice.call(
+        "POST", f"/sessions/{trip_id}/messages", body={"content": "Where to eat?"}, headers=key
+    )
+    assert retry.status == 201
+    rows = admin_conn.execute(
+        'SELECT role, content FROM "Message" WHERE "sessionId" = %s ORDER BY "createdAt", id',
+        (trip_id,),
+    ).fetchall()
+    assert [r for r in rows if r == ("user", "Where to eat?")] == [
+        ("user", "Where to eat?")
+    ]  # not duplicated
+    assert rows[-1][0] == "assistant"
+    assert retry.body["userMessage"]["id"] == failed_user_id(admin_conn, trip_id)
+
+
+def failed_user_id(conn: Conn, trip_id: str) -> str:
+    row = conn.execute(
+        'SELECT id FROM "Message" WHERE "sessionId" = %s AND content = %s',
+        (trip_id, "Where to eat?"),
+    ).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def test_concurrent_retries_with_one_key_store_one_turn(
+    alice_trip: tuple[Client, str], admin_conn: Conn, backboard: BackboardStandIn
+) -> None:
+    alice, trip_id = alice_trip
+    backboard.inject("add_message", delay=0.5, times=1)
+    results: list[Reply] = []
+    barrier = threading.Barrier(5)
+
+    def send() -> None:
+        barrier.wait()
+        results.append(
+            alice.call(
+                "POST",
+                f"/sessions/{trip_id}/messages",
+                body={"content": "same"},
+                headers={"Idempotency-Key": "k"},
+            )
+        )
+
+    threads = [threading.Thread(target=send) for _ in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    statuses = sorted(r.status for r in results)
+    assert statuses.count(201) >= 1
+    assert set(statuses) <= {201, 409}
+    assert _count(admin_conn, 'SELECT count(*) FROM "Message" WHERE content = %s', "same") == 1
+    calls = backboard.calls("add_message")
+    assert calls == 2  # hello, and exactly one for "same"
+
+
+def test_rate_limit_is_per_user_and_answers_429(
+    alice_trip: tuple[Client, str],
+    api: Callable[[str], Client],
+    admin_conn: Conn,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    alice, trip_id = alice_trip
+    monkeypatch.setenv("MESSAGE_RATE_LIMIT_PER_MINUTE", "3")
+    config.reset_caches()
+    statuses = [
+        alice.call("POST", f"/sessions/{trip_id}/messages", body={"content": f"m{i}"}).status
+        for i in range(4)
+    ]
+    # "hello" in the fixture counted too: 3 allowed in this minute, then 429.
+    assert statuses in ([201, 201, 429, 429], [201, 201, 201, 429])
+    limited = alice.call("POST", f"/sessions/{trip_id}/messages", body={"content": "again"})
+    assert limited.status == 429
+    assert 1 <= int(limited.headers["Retry-After"]) <= 60
+    assert _count(admin_conn, 'SELECT count(*) FROM "Message" WHERE content = %s', "again") == 0
+    bob = api("user_bob")
+    bob_trip = bob.call("POST", "/sessions").body["id"]
+    assert bob.call("POST", f"/sessions/{bob_trip}/messages", body={"content": "hi"}).status == 201
+
+
+def test_session_list_paginates_with_an_opaque_cursor(api: Callable[[str], Client]) -> None:
+    alice = api("user_alice")
+    ids = [alice.call("POST", "/sessions", body={"title": f"t{i}"}).body["id"] for i in range(5)]
+    page = alice.call("GET", "/sessions", query={"limit": "2"})
+    got = [s["id"] for s in page.body["sessions"]]
+    while page.body["nextCursor"]:
+        page = alice.call(
+            "GET", "/sessions", query={"limit": "2", "cursor": page.body["nextCursor"]}
+        )
+        got += [s["id"] for s in page.body["sessions"]]
+    assert got == ids[::-1]
+
+
+BAD_TOKENS = ["", "Bearer", "Bearer not.a.jwt", "Basic dXNlcjpwYXNz"]
+
+
+@pytest.mark.parametrize("header", BAD_TOKENS)
+def test_requests_without_a_valid_token_are_401(
+    api: Callable[[str], Client], admin_conn: Conn, header: str
+) -> None:
+    client = Client(token=None)
+    reply = client.call("GET", "/sessions", headers={"authorization": header} if header else None)
+    assert reply.status == 401
+    assert reply.body["error"]["code"] == "unauthorized"
+    assert _count(admin_conn, 'SELECT count(*) FROM "User"') == 0
+
+
+def test_expired_token_is_401(api: Callable[[str], Client], issuer: LocalIssuer) -> None:
+    reply = Client(issuer.mint("user_alice", expires_in=-120)).call("GET", "/sessions")
+    assert reply.status == 401
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "query", "status", "code"),
+    [
+        ("POST", "/sessions", "{not json", None, 400, "malformed_json"),
+        ("POST", "/sessions", {"title": 42}, None, 422, "validation_error"),
+        ("POST", "/sessions", {"title": "   "}, None, 422, "validation_error"),
+        ("POST", "/sessions", {"title": "x" * 201}, None, 422, "validation_error"),
+        ("POST", "/sessions", {"title": "ok", "extra": 1}, None, 422, "validation_error"),
+        ("POST", "/sessions", [1, 2], None, 422, "validation_error"),
+        ("GET", "/sessions", None, {"limit": "0"}, 422, "validation_error"),
+        ("GET", "/sessions", None, {"limit": "101"}, 422, "validation_error"),
+        ("GET", "/sessions", None, {"limit": "ten"}, 422, "validation_error"),
+        ("GET", "/sessions", None, {"cursor": "garbage!"}, 422, "validation_error"),
+        ("PUT", "/sessions", {}, None, 405, "method_not_allowed"),
+        ("GET", "/nowhere", None, None, 404, "not_found"),
+    ],
+)
+def test_bad_requests_get_precise_4xx(
+    api: Callable[[str], Client],
+    method: str,
+    path: str,
+    body: Any,
+    query: dict[str, str] | None,
+    status: int,
+    code: str,
+) -> None:
+    reply = api("user_alice").call(method, path, body=body, query=query)
+    assert (reply.status, reply.body["error"]["code"]) == (status, code)
+    assert "Traceback" not in json.dumps(reply.body)
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({"content": ""}, 422, "validation_error"),
+        ({"content": "   \n "}, 422, "validation_error"),
+        ({"content": "x" * 8001}, 422, "validation_error"),
+        ({"content": "nul \u0000 inside"}, 422, "validation_error"),
+        ({"content": ["list"]}, 422, "validation_error"),
+        ({}, 422, "validation_error"),
+        ("{", 400, "malformed_json"),
+        ({"content": "x" * 70_000}, 413, "payload_too_large"),
+    ],
+)
+def test_bad_message_bodies_store_nothing(
+    alice_trip: tuple[Client, str], admin_conn: Conn, body: Any, status: int, code: str
+) -> None:
+    alice, trip_id = alice_trip
+    before = _count(admin_conn, 'SELECT count(*) FROM "Message"')
+    reply = alice.call("POST", f"/sessions/{trip_id}/messages", body=body)
+    assert (reply.status, reply.body["error"]["code"]) == (status, code)
+    assert _count(admin_conn, 'SELECT count(*) FROM "Message"') == before
+
+
+def test_exactly_8000_characters_are_accepted(alice_trip: tuple[Client, str]) -> None:
+    alice, trip_id = alice_trip
+    reply = alice.call("POST", f"/sessions/{trip_id}/messages", body={"content": "é" * 8000})
+    assert reply.status == 201
+
+
+def test_backboard_down_when_creating_a_trip_writes_no_row(
+    api: Callable[[str], Client], admin_conn: Conn, backboard: BackboardStandIn
+) -> None:
+    alice = api("user_alice")
+    alice.call("GET", "/sessions")
+    backboard.inject("create_thread", status=503, times=1)
+    reply = alice.call("POST", "/sessions", body={"title": "Nope"})
+    assert reply.status == 503
+    assert int(reply.headers["Retry-After"]) > 0
+    assert _count(admin_conn, 'SELECT count(*) FROM "Session"') == 0
+
+
+def test_base64_bodies_are_decoded(alice_trip: tuple[Client, str]) -> None:
+    alice, trip_id = alice_trip
+    event = http_event(
+        "POST",
+        f"/sessions/{trip_id}/messages",
+        body=json.dumps({"content": "encoded"}).encode(),
+        headers={"authorization": f"Bearer {alice.token}"},
+    )
+    assert event["isBase64Encoded"] is True
+    response = messages_handler(event, LambdaContext())
+    assert response["statusCode"] == 201
+    assert base64.b64decode(event["body"])  # sanity: it really was encoded

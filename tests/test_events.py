@@ -1,0 +1,124 @@
+"""Every sample event in events/ runs through its handler (what `make invoke` and
+`sam local invoke -e` do), and every route in template.yaml has a sample event."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared import auth, config
+from tests.devstack.apigw import response_json
+from tests.devstack.backboard_standin import BackboardStandIn
+from tests.devstack.invoke import invoke, prepare_event
+from tests.devstack.template import http_routes
+from tests.devstack.token_issuer import LocalIssuer
+
+EVENTS = Path(__file__).resolve().parent.parent / "events"
+SAMPLE_TRIP = "3f9a6c2e-1b7d-4e0a-9c55-2d8e7f41a6b0"
+SECRET = "whsec_ZXZlbnRzLXRlc3Qtc2lnbmluZy1zZWNyZXQtMzItYnl0ZXM="
+
+# In the order a real session would produce them; the trip events get a real trip's id.
+API_EVENTS = [
+    ("sessions", "sessions_list.json", 200),
+    ("sessions", "sessions_create.json", 201),
+    ("sessions", "sessions_get.json", 200),
+    ("sessions", "sessions_rename.json", 200),
+    ("messages", "messages_send.json", 201),
+    ("messages", "messages_list.json", 200),
+    ("sessions", "sessions_delete.json", 204),
+]
+WEBHOOK_EVENTS = [
+    ("clerk_user_created.json", "created"),
+    ("clerk_user_updated.json", "updated"),
+    ("clerk_user_deleted.json", "erased"),
+]
+
+
+def _load(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((EVENTS / name).read_text())
+    return data
+
+
+@pytest.fixture
+def local_env(
+    clean_db: str, backboard: BackboardStandIn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    issuer = LocalIssuer.load_or_create(tmp_path / "key.pem")
+    monkeypatch.setenv("CLERK_ISSUER", issuer.issuer)
+    monkeypatch.setenv("CLERK_JWT_KEY", issuer.public_pem())
+    monkeypatch.setenv("CLERK_WEBHOOK_SIGNING_SECRET", SECRET)
+    config.reset_caches()
+    auth.reset_auth()
+    yield issuer.mint("user_local_alice", email="alice@example.test", name="Alice")
+    auth.reset_auth()
+
+
+def test_every_route_in_the_template_has_a_sample_event() -> None:
+    sampled = {
+        _load(f.name)["routeKey"] for f in EVENTS.glob("*.json") if "routeKey" in _load(f.name)
+    }
+    assert sampled == {route.route_key for route in http_routes()}
+
+
+def test_every_api_event_runs_through_its_handler(local_env: str) -> None:
+    trip_id = SAMPLE_TRIP
+    for function, name, expected in API_EVENTS:
+        raw = json.dumps(_load(name)).replace(SAMPLE_TRIP, trip_id)
+        event = prepare_event(json.loads(raw), token=local_env, webhook_secret=None)
+        response = invoke(function, event)
+        assert response["statusCode"] == expected, (name, response)
+        if name == "sessions_create.json":
+            trip_id = response_json(response)["id"]
+
+
+def test_every_webhook_event_runs_through_its_handler(local_env: str) -> None:
+    for name, outcome in WEBHOOK_EVENTS:
+        event = prepare_event(_load(name), token=None, webhook_secret=SECRET)
+        response = invoke("clerk_webhook", event)
+        assert response["statusCode"] == 200, (name, response)
+        assert response_json(response)["outcome"] == outcome
+
+
+def test_unsigned_sample_webhook_is_rejected(local_env: str) -> None:
+    # The committed placeholder signature must never verify.
+    response = invoke("clerk_webhook", _load("clerk_user_created.json"))
+    assert response["statusCode"] == 401
+
+
+def test_migrate_events_run_through_the_handler(
+    empty_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", empty_database)
+    config.reset_caches()
+    for name in ("migrate_status.json", "migrate_apply.json", "migrate_verify.json"):
+        result = invoke("migrate", _load(name))
+        assert result["action"] == _load(name)["action"]
+    assert invoke("migrate", _load("migrate_verify.json"))["ok"] is True
+
+    answers: list[dict[str, Any]] = []
+
+    class S3(BaseHTTPRequestHandler):
+        def do_PUT(self) -> None:
+            answers.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), S3)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        event = _load("migrate_cloudformation_create.json")
+        event["ResponseURL"] = f"http://127.0.0.1:{server.server_address[1]}/presigned"
+        assert invoke("migrate", event)["ok"] is True
+        assert answers[-1]["Status"] == "SUCCESS"
+        assert answers[-1]["LogicalResourceId"] == "DatabaseSchema"
+    finally:
+        server.shutdown()
