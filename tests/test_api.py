@@ -468,3 +468,37 @@ def test_base64_bodies_are_decoded(alice_trip: tuple[Client, str]) -> None:
     response = messages_handler(event, LambdaContext())
     assert response["statusCode"] == 201
     assert base64.b64decode(event["body"])  # sanity: it really was encoded
+
+
+def test_first_request_without_email_claim_looks_the_user_up_in_clerk(
+    api: Callable[[str], Client],
+    issuer: LocalIssuer,
+    admin_conn: Conn,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from shared import clerk
+    from tests.devstack.clerk_standin import ClerkStandIn
+
+    with ClerkStandIn([issuer]) as clerk_api:
+        monkeypatch.setenv("CLERK_API_URL", clerk_api.api_url)
+        monkeypatch.setenv("CLERK_SECRET_KEY", clerk_api.secret_key)
+        config.reset_caches()
+        clerk.reset_clerk()
+        clerk_api.add_user("user_plain", email="plain@example.test")
+        reply = Client(issuer.mint("user_plain")).call("GET", "/sessions")
+        assert reply.status == 200
+        row = admin_conn.execute(
+            'SELECT email, name FROM "User" WHERE "clerkId" = %s', ("user_plain",)
+        ).fetchone()
+        assert row == ("plain@example.test", "Ada Lovelace")
+        # Known users are never looked up again.
+        Client(issuer.mint("user_plain")).call("GET", "/sessions")
+        assert clerk_api.user_fetches == 1
+        # Clerk down for a new user: 503, and nothing is created.
+        clerk_api.fault_status = 503
+        down = Client(issuer.mint("user_new")).call("GET", "/sessions")
+        assert down.status == 503
+        assert admin_conn.execute(
+            'SELECT count(*) FROM "User" WHERE "clerkId" = %s', ("user_new",)
+        ).fetchone() == (0,)
+    clerk.reset_clerk()
