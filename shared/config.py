@@ -35,7 +35,7 @@ class Settings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     db_pool_max_size: int = Field(default=2, ge=1, le=50)
-    db_connect_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    db_connect_timeout_seconds: float = Field(default=3.0, gt=0, le=60)
     db_statement_timeout_ms: int = Field(default=10_000, ge=100, le=900_000)
 
     backboard_base_url: str | None = None

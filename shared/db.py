@@ -74,15 +74,29 @@ def close_pool() -> None:
             _pool = None
 
 
+def _discard(pool: ConnectionPool[Connection]) -> None:
+    global _pool  # noqa: PLW0603
+    with _pool_lock:
+        if _pool is pool:
+            _pool = None
+    pool.close(timeout=0)
+
+
 @contextmanager
 def connection() -> Iterator[Connection]:
     """An autocommit connection from the pool: each statement is its own transaction, which
     keeps single-statement reads at one round trip. Lost connections become 503s."""
+    pool = get_pool()
     try:
-        with get_pool().connection() as conn:
+        with pool.connection() as conn:
             yield conn
     except PoolTimeout as exc:
         logger.warning("database pool timeout", extra={"error": str(exc)})
+        if pool.pop_stats().get("connections_errors", 0):
+            # Connections are failing: the server is down or refusing. The pool's own
+            # reconnection backs off for minutes, so start afresh on the next request
+            # instead, which recovers as soon as the server is back.
+            _discard(pool)
         raise DatabaseUnavailable() from exc
     except psycopg.OperationalError as exc:
         logger.warning("database operational error", extra={"error": type(exc).__name__})

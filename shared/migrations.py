@@ -210,7 +210,9 @@ def describe_schema(conn: psycopg.Connection[Any]) -> dict[str, Any]:
     for schema, table, name, definition in conn.execute(
         "SELECT n.nspname, t.relname, c.conname, pg_get_constraintdef(c.oid) "
         "FROM pg_constraint c JOIN pg_class t ON t.oid = c.conrelid "
-        "JOIN pg_namespace n ON n.oid = t.relnamespace WHERE n.nspname = ANY(%s)",
+        "JOIN pg_namespace n ON n.oid = t.relnamespace WHERE n.nspname = ANY(%s) "
+        # PostgreSQL 18 lists NOT NULL as constraints too; the columns already say it.
+        "AND c.contype <> 'n'",
         (list(MANAGED_SCHEMAS),),
     ):
         if (key := f"{schema}.{table}") in tables:

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
 
-from shared import config, db, migrations
+from shared import auth, config, db, migrations
 from shared.backboard import reset_backboard
+from tests.devstack.apiclient import Client
 from tests.devstack.backboard_standin import BackboardStandIn
+from tests.devstack.token_issuer import LocalIssuer
 
 # Powertools outside Lambda: no X-Ray daemon to send traces to, metrics printed not shipped.
 os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
@@ -118,3 +121,33 @@ def backboard(
     reset_backboard()
     _backboard_server.clear_faults()
     config.reset_caches()
+
+
+@pytest.fixture
+def issuer(tmp_path: Path) -> LocalIssuer:
+    """A local token issuer with its own fresh key."""
+    return LocalIssuer.load_or_create(tmp_path / "issuer-key.pem")
+
+
+@pytest.fixture
+def api(
+    clean_db: str,
+    backboard: BackboardStandIn,
+    issuer: LocalIssuer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Callable[[str], Client]]:
+    """A factory of API clients, one per Clerk user id, with tokens carrying email and name
+    (verified networklessly through CLERK_JWT_KEY)."""
+    monkeypatch.setenv("CLERK_ISSUER", issuer.issuer)
+    monkeypatch.setenv("CLERK_JWT_KEY", issuer.public_pem())
+    monkeypatch.delenv("CLERK_JWKS_URL", raising=False)
+    monkeypatch.setenv("MESSAGE_RATE_LIMIT_PER_MINUTE", "1000")
+    config.reset_caches()
+    auth.reset_auth()
+
+    def client(clerk_id: str) -> Client:
+        name = clerk_id.removeprefix("user_").title()
+        return Client(issuer.mint(clerk_id, email=f"{clerk_id}@example.test", name=name))
+
+    yield client
+    auth.reset_auth()

@@ -6,81 +6,20 @@ from __future__ import annotations
 import base64
 import json
 import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
 import pytest
 
 from functions.messages.app import lambda_handler as messages_handler
-from functions.sessions.app import lambda_handler as sessions_handler
-from shared import auth, config
-from tests.devstack.apigw import LambdaContext, http_event, response_json
+from shared import config
+from tests.devstack.apiclient import Client, Reply
+from tests.devstack.apigw import LambdaContext, http_event
 from tests.devstack.backboard_standin import BackboardStandIn
 from tests.devstack.token_issuer import LocalIssuer
 
 Conn = psycopg.Connection[tuple[object, ...]]
-
-
-@dataclass
-class Reply:
-    status: int
-    body: Any
-    headers: dict[str, str]
-
-
-@dataclass
-class Client:
-    """Calls the handlers the way API Gateway would, as one signed-in user."""
-
-    token: str | None
-
-    def call(
-        self,
-        method: str,
-        path: str,
-        *,
-        body: Any = None,
-        query: dict[str, str] | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> Reply:
-        all_headers = dict(headers or {})
-        if self.token is not None:
-            all_headers.setdefault("authorization", f"Bearer {self.token}")
-        handler = messages_handler if path.endswith("/messages") else sessions_handler
-        event = http_event(method, path, body=body, headers=all_headers, query=query)
-        response = handler(event, LambdaContext())
-        return Reply(response["statusCode"], response_json(response), response.get("headers") or {})
-
-
-@pytest.fixture
-def issuer(tmp_path: Path) -> LocalIssuer:
-    return LocalIssuer.load_or_create(tmp_path / "issuer-key.pem")
-
-
-@pytest.fixture
-def api(
-    clean_db: str,
-    backboard: BackboardStandIn,
-    issuer: LocalIssuer,
-    monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[Callable[[str], Client]]:
-    """A factory of clients, one per Clerk user id, with tokens carrying email and name."""
-    monkeypatch.setenv("CLERK_ISSUER", issuer.issuer)
-    monkeypatch.setenv("CLERK_JWT_KEY", issuer.public_pem())
-    monkeypatch.delenv("CLERK_JWKS_URL", raising=False)
-    monkeypatch.setenv("MESSAGE_RATE_LIMIT_PER_MINUTE", "1000")
-    config.reset_caches()
-    auth.reset_auth()
-
-    def client(clerk_id: str) -> Client:
-        name = clerk_id.removeprefix("user_").title()
-        return Client(issuer.mint(clerk_id, email=f"{clerk_id}@example.test", name=name))
-
-    yield client
-    auth.reset_auth()
 
 
 def _count(conn: Conn, sql: str, *params: object) -> int:

@@ -17,12 +17,11 @@ from shared.api import create_app, resolve
 
 logger = Logger(service="clerk-webhook")
 tracer = Tracer(service="clerk-webhook")
-metrics = Metrics(namespace="TripChat", service="clerk-webhook")
+metrics = Metrics(service="clerk-webhook")  # namespace: POWERTOOLS_METRICS_NAMESPACE
 app = create_app()
 
 
 @app.post("/webhooks/clerk", summary="Receive a Clerk webhook delivery (Svix-signed)")
-@tracer.capture_method
 def receive_clerk_webhook() -> dict[str, str]:
     event = app.current_event
     payload = webhooks.verify_delivery(event.decoded_body or "", event.headers)

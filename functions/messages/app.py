@@ -19,7 +19,7 @@ from shared.models import MessageOut, MessagePage, SendMessageRequest, TurnOut
 
 logger = Logger(service="messages")
 tracer = Tracer(service="messages")
-metrics = Metrics(namespace="TripChat", service="messages")
+metrics = Metrics(service="messages")  # namespace: POWERTOOLS_METRICS_NAMESPACE
 app = create_app()
 
 TripId = Annotated[str, Path(min_length=1, max_length=100, description="The trip's id")]
@@ -31,7 +31,6 @@ Cursor = Annotated[str | None, Query(max_length=200)]
     summary="Read a trip's conversation, a page at a time",
     responses=ERROR_RESPONSES,
 )
-@tracer.capture_method
 def list_messages(
     trip_id: TripId,
     limit: Annotated[int, Query(ge=1, le=200, description="Page size")] = 50,
@@ -46,7 +45,6 @@ def list_messages(
     summary="Send a message and get the assistant's reply",
     responses=ERROR_RESPONSES,
 )
-@tracer.capture_method
 def send_message(
     trip_id: TripId,
     request: Annotated[SendMessageRequest, Body()],

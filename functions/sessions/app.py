@@ -19,14 +19,13 @@ from shared.models import CreateTripRequest, RenameTripRequest, TripOut, TripPag
 
 logger = Logger(service="sessions")
 tracer = Tracer(service="sessions")
-metrics = Metrics(namespace="TripChat", service="sessions")
+metrics = Metrics(service="sessions")  # namespace: POWERTOOLS_METRICS_NAMESPACE
 app = create_app()
 
 TripId = Annotated[str, Path(min_length=1, max_length=100, description="The trip's id")]
 
 
 @app.get("/sessions", summary="List my trips, newest first", responses=ERROR_RESPONSES)
-@tracer.capture_method
 def list_sessions(
     limit: Annotated[int, Query(ge=1, le=100, description="Page size")] = 20,
     cursor: Annotated[
@@ -37,7 +36,6 @@ def list_sessions(
 
 
 @app.post("/sessions", summary="Start a trip (a new assistant thread)", responses=ERROR_RESPONSES)
-@tracer.capture_method
 def create_session(
     request: Annotated[CreateTripRequest | None, Body()] = None,
 ) -> Response[TripOut]:
@@ -51,13 +49,11 @@ def create_session(
 
 
 @app.get("/sessions/<trip_id>", summary="Get one of my trips", responses=ERROR_RESPONSES)
-@tracer.capture_method
 def get_session(trip_id: TripId) -> TripOut:
     return TripOut.of(trips.get_trip(request_user(app), trip_id))
 
 
 @app.patch("/sessions/<trip_id>", summary="Rename one of my trips", responses=ERROR_RESPONSES)
-@tracer.capture_method
 def rename_session(trip_id: TripId, request: Annotated[RenameTripRequest, Body()]) -> TripOut:
     return TripOut.of(trips.rename_trip(request_user(app), trip_id, request.title))
 
@@ -67,7 +63,6 @@ def rename_session(trip_id: TripId, request: Annotated[RenameTripRequest, Body()
     summary="Delete one of my trips with its messages",
     responses=ERROR_RESPONSES,
 )
-@tracer.capture_method
 def delete_session(trip_id: TripId) -> Response[None]:
     trips.delete_trip(request_user(app), trip_id)
     return Response(status_code=204, body=None)

@@ -1,0 +1,250 @@
+"""Faults are normal events: a database outage mid-stream, a flaky Backboard, forged and
+replayed webhooks. The invariants must hold through all of them."""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+from svix.webhooks import Webhook
+
+from functions.clerk_webhook.app import lambda_handler as webhook_handler
+from shared import config, db
+from tests.conftest import ADMIN_URL
+from tests.devstack.apiclient import Client, Reply
+from tests.devstack.apigw import LambdaContext, http_event, response_json
+from tests.devstack.backboard_standin import BackboardStandIn
+
+Conn = psycopg.Connection[tuple[object, ...]]
+pytestmark = pytest.mark.fault
+
+
+def _set_connections_allowed(database_url: str, allowed: bool) -> None:
+    """An outage of the run's database: new connections refused and every open one dropped,
+    as a restart would; then back."""
+    name = database_url.rsplit("/", 1)[1]
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(allowed).lower()}')
+        if not allowed:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND application_name = 'tripchat'",
+                (name,),
+            )
+
+
+def test_database_outage_mid_stream(
+    api: Callable[[str], Client],
+    clean_db: str,
+    admin_conn: Conn,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DB_CONNECT_TIMEOUT_SECONDS", "1")
+    config.reset_caches()
+    db.close_pool()
+    alice = api("user_alice")
+    trip = alice.call("POST", "/sessions").body["id"]
+    acknowledged: list[str] = []
+    outage_replies: list[tuple[Reply, float]] = []
+    phase = "before"
+    for i in range(60):
+        if i == 20:
+            _set_connections_allowed(clean_db, False)
+            phase = "outage"
+        if i == 35:
+            _set_connections_allowed(clean_db, True)
+            phase = "after"
+        started = time.monotonic()
+        reply = alice.call(
+            "POST",
+            f"/sessions/{trip}/messages",
+            body={"content": f"message {i}"},
+            headers={"Idempotency-Key": f"stream-{i}"},
+        )
+        elapsed = time.monotonic() - started
+        if reply.status == 201:
+            acknowledged.append(f"message {i}")
+        if phase == "outage":
+            outage_replies.append((reply, elapsed))
+        elif phase == "before":
+            assert reply.status == 201, reply.body
+
+    # During the outage: fast, clear 503s with Retry-After (the token check needs no database).
+    assert outage_replies
+    for reply, elapsed in outage_replies:
+        assert reply.status == 503, reply.body
+        assert reply.body["error"]["code"] == "database_unavailable"
+        assert int(reply.headers["Retry-After"]) > 0
+        assert elapsed < 5
+    # Afterwards everything succeeds again, with the same pool (no redeploy).
+    after = [f"message {i}" for i in range(35, 60)]
+    assert set(after) <= set(acknowledged)
+    rows = admin_conn.execute(
+        'SELECT content, count(*) FROM "Message" WHERE "sessionId" = %s AND role = %s '
+        "GROUP BY content",
+        (trip, "user"),
+    ).fetchall()
+    counts = dict(rows)
+    assert all(counts.get(content) == 1 for content in acknowledged)  # each exactly once
+    assert all(count == 1 for count in counts.values())
+
+
+def test_flaky_backboard_keeps_every_invariant(
+    api: Callable[[str], Client], admin_conn: Conn, backboard: BackboardStandIn
+) -> None:
+    rng = random.Random(7)
+    failures: list[Reply] = []
+
+    def with_retries(call: Callable[[], Reply]) -> Reply:
+        for _ in range(30):
+            reply = call()
+            if reply.status < 500:
+                return reply
+            failures.append(reply)
+        raise AssertionError("never succeeded")
+
+    statuses = [500, 503, 429, None]  # None: a timeout
+    for op in ("create_assistant", "create_thread", "add_message"):
+        status = rng.choice(statuses)
+        delay = 1.5 if status is None else 0.0
+        backboard.inject(op, status=status, delay=delay, times=None, probability=0.3)
+    users = [api(f"user_flaky{i}") for i in range(4)]
+    for n, user in enumerate(users):
+        trip = with_retries(lambda u=user: u.call("POST", "/sessions", body={"title": "Flaky"}))
+        assert trip.status == 201
+        for m in range(5):
+            key = {"Idempotency-Key": f"u{n}-m{m}"}
+            body = {"content": f"user {n} message {m}"}
+            sent = with_retries(
+                lambda u=user, t=trip.body["id"], b=body, k=key: u.call(
+                    "POST", f"/sessions/{t}/messages", body=b, headers=k
+                )
+            )
+            assert sent.status == 201
+    backboard.clear_faults()
+    time.sleep(1.6)  # let timed-out calls land at the stand-in
+    assert failures, "the fault injection never hit"
+    for reply in failures:
+        assert reply.status in {502, 503}
+        assert set(reply.body["error"]) == {"code", "message"}
+    # No user without an assistant, and no assistant without a user.
+    rows = admin_conn.execute('SELECT "assistantId" FROM "User"').fetchall()
+    live = set(backboard.assistants())
+    assert {r[0] for r in rows} <= live
+    orphans = live - {r[0] for r in rows}
+    assert orphans == set() or all(
+        backboard.assistants()[a]["name"].startswith("Trip planner for ") for a in orphans
+    )
+    # Every message stored exactly once, each with exactly one reply.
+    counts = admin_conn.execute(
+        'SELECT role, content, count(*) FROM "Message" GROUP BY role, content'
+    ).fetchall()
+    user_counts = [c for role, _, c in counts if role == "user"]
+    assert len(user_counts) == 20 and set(user_counts) == {1}
+    assert sum(c for role, _, c in counts if role == "assistant") == 20
+
+
+def test_forged_and_replayed_webhooks_among_duplicates(
+    clean_db: str, admin_conn: Conn, backboard: BackboardStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = "whsec_" + base64.b64encode(b"fault-test-signing-secret-32byte").decode()
+    monkeypatch.setenv("CLERK_WEBHOOK_SIGNING_SECRET", secret)
+    rng = random.Random(11)
+
+    def event(body: str, headers: dict[str, str]) -> dict[str, object]:
+        return http_event("POST", "/webhooks/clerk", body=body, headers=headers)
+
+    def user_created(clerk_id: str) -> str:
+        data = {
+            "id": clerk_id,
+            "email_addresses": [{"id": "e1", "email_address": f"{clerk_id}@example.test"}],
+            "primary_email_address_id": "e1",
+            "first_name": "Dup",
+            "updated_at": 1_000,
+        }
+        return json.dumps({"type": "user.created", "data": data})
+
+    def signed(body: str, *, key: str = secret, at: datetime | None = None) -> dict[str, str]:
+        at = at or datetime.now(UTC)
+        msg_id = f"msg_{secrets.token_hex(6)}"
+        return {
+            "svix-id": msg_id,
+            "svix-timestamp": str(int(at.timestamp())),
+            "svix-signature": Webhook(key).sign(msg_id, at, body),
+        }
+
+    valid_body = user_created("user_real")
+    valid_headers = signed(valid_body)
+    other_key = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+    deliveries: list[tuple[str, dict[str, object]]] = [
+        ("valid", event(valid_body, valid_headers)) for _ in range(20)
+    ]
+    for i in range(200):
+        kind = i % 5
+        body = user_created(f"user_forged_{i}")
+        if kind == 0:  # signed with someone else's secret
+            headers = signed(body, key=other_key)
+        elif kind == 1:  # a real signature replayed onto another body
+            headers = valid_headers
+        elif kind == 2:  # an old delivery replayed after Svix's tolerance
+            headers = signed(body, at=datetime.now(UTC) - timedelta(minutes=6 + i % 50))
+        elif kind == 3:  # random bytes as the signature
+            sig = base64.b64encode(secrets.token_bytes(32)).decode()
+            headers = {**signed(body), "svix-signature": f"v1,{sig}"}
+        else:  # a header missing
+            complete = signed(body)
+            missing = rng.choice(sorted(complete))
+            headers = {k: v for k, v in complete.items() if k != missing}
+        deliveries.append((f"forged{kind}", event(body, headers)))
+    rng.shuffle(deliveries)
+    accepted_forgeries = 0
+    for kind, delivery in deliveries:
+        response = webhook_handler(delivery, LambdaContext())
+        status = response["statusCode"]
+        if kind.startswith("forged"):
+            accepted_forgeries += status < 400
+            assert status in {400, 401}, (kind, response_json(response))
+        else:
+            assert status == 200
+    assert accepted_forgeries == 0
+    users = admin_conn.execute('SELECT "clerkId" FROM "User"').fetchall()
+    assert users == [("user_real",)]
+    assert len(backboard.assistants()) == 1
+
+
+def test_concurrent_sends_and_reads_under_load(
+    api: Callable[[str], Client], admin_conn: Conn, backboard: BackboardStandIn
+) -> None:
+    """Several users' requests at once through one process: no errors, nothing lost."""
+    clients = [api(f"user_load{i}") for i in range(4)]
+    trips = [c.call("POST", "/sessions").body["id"] for c in clients]
+    errors: list[Reply] = []
+
+    def work(client: Client, trip: str, n: int) -> None:
+        for m in range(8):
+            reply = client.call("POST", f"/sessions/{trip}/messages", body={"content": f"{n}:{m}"})
+            if reply.status != 201:
+                errors.append(reply)
+            page = client.call("GET", f"/sessions/{trip}/messages")
+            if page.status != 200:
+                errors.append(page)
+
+    threads = [
+        threading.Thread(target=work, args=(c, t, n))
+        for n, (c, t) in enumerate(zip(clients, trips, strict=True))
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    row = admin_conn.execute('SELECT count(*) FROM "Message"').fetchone()
+    assert row == (4 * 8 * 2,)
