@@ -15,14 +15,6 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from aws_lambda_powertools import Logger
-from backboard import BackboardClient
-from backboard.exceptions import (
-    BackboardAPIError,
-    BackboardError,
-    BackboardNotFoundError,
-    BackboardRateLimitError,
-    BackboardServerError,
-)
 
 from shared.config import get_settings, secret
 from shared.errors import ConfigurationError, UpstreamError, UpstreamUnavailable
@@ -46,12 +38,15 @@ class BackboardGateway:
         kwargs: dict[str, Any] = {"api_key": api_key, "timeout": timeout}
         if base_url:
             kwargs["base_url"] = base_url
+        # Imported on first use: the SDK costs ~0.1 s of cold start, and read-only requests
+        # never call Backboard.
+        from backboard import BackboardClient
 
-        async def make_client() -> BackboardClient:
+        async def make_client() -> Any:
             # Created on the loop, so its httpx client belongs to that loop.
             return BackboardClient(**kwargs)
 
-        self._client: BackboardClient = self._run(make_client(), "connect")
+        self._client: Any = self._run(make_client(), "connect")
 
     def create_assistant(self, *, name: str, description: str, system_prompt: str) -> str:
         assistant = self._run(
@@ -111,6 +106,8 @@ class BackboardGateway:
             self._run(call, operation, missing_ok=True)
 
     def _run(self, call: Coroutine[Any, Any, T], operation: str, *, missing_ok: bool = False) -> T:
+        from backboard.exceptions import BackboardError
+
         future = asyncio.run_coroutine_threadsafe(call, self._loop)
         try:
             # The SDK enforces the timeout per request; this bound only guards a stuck loop.
@@ -127,7 +124,14 @@ class _AlreadyGone(Exception):
     pass
 
 
-def _domain_error(exc: BackboardError, operation: str, *, missing_ok: bool) -> Exception:
+def _domain_error(exc: Exception, operation: str, *, missing_ok: bool) -> Exception:
+    from backboard.exceptions import (
+        BackboardAPIError,
+        BackboardNotFoundError,
+        BackboardRateLimitError,
+        BackboardServerError,
+    )
+
     status = getattr(exc, "status_code", None)
     logger.warning(
         "backboard call failed",

@@ -11,10 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 from aws_lambda_powertools import Logger
-from clerk_backend_api import Clerk, models
-from clerk_backend_api.utils import BackoffStrategy, RetryConfig
 
 from shared.config import get_settings, secret
 from shared.errors import ConfigurationError, Unauthorized, UpstreamError, UpstreamUnavailable
@@ -50,11 +47,13 @@ def profile_from_clerk_user(data: Mapping[str, Any]) -> ClerkProfile:
     return ClerkProfile(email=email, name=full or _text(data.get("username")))
 
 
-_client: Clerk | None = None
+# The Clerk SDK is imported on first use: it costs ~0.1 s of cold start, and only a new user
+# whose token carries no email needs it.
+_client: Any = None
 _client_lock = threading.Lock()
 
 
-def _clerk() -> Clerk:
+def _clerk() -> Any:
     global _client  # noqa: PLW0603 (one SDK client per container, reused)
     if _client is None:
         with _client_lock:
@@ -64,6 +63,9 @@ def _clerk() -> Clerk:
                     raise ConfigurationError(
                         "Set CLERK_SECRET_KEY or CLERK_SECRET_KEY_SECRET_ARN to look up users."
                     )
+                from clerk_backend_api import Clerk
+                from clerk_backend_api.utils import BackoffStrategy, RetryConfig
+
                 settings = get_settings()
                 _client = Clerk(
                     bearer_auth=key,
@@ -83,6 +85,9 @@ def reset_clerk() -> None:
 
 def fetch_clerk_profile(clerk_id: str) -> ClerkProfile:
     """The user's profile from Clerk's Backend API (a new user whose token has no email)."""
+    import httpx
+    from clerk_backend_api import models
+
     try:
         user = _clerk().users.get(user_id=clerk_id)
     except models.ClerkErrors as exc:

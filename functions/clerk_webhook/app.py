@@ -7,7 +7,7 @@ Svix should retry (database or Backboard unavailable) is a 503, so Svix redelive
 # No `from __future__ import annotations`: Powertools reads the route signatures at runtime.
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -16,7 +16,6 @@ from shared import webhooks
 from shared.api import create_app, resolve
 
 logger = Logger(service="clerk-webhook")
-tracer = Tracer(service="clerk-webhook")
 metrics = Metrics(service="clerk-webhook")  # namespace: POWERTOOLS_METRICS_NAMESPACE
 app = create_app()
 
@@ -31,7 +30,6 @@ def receive_clerk_webhook() -> dict[str, str]:
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
-@tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     # Svix signs the webhook; there is no user token to check.

@@ -6,7 +6,7 @@ GET /sessions/{id}/messages and POST /sessions/{id}/messages (optional Idempoten
 # No `from __future__ import annotations`: Powertools reads the route signatures at runtime.
 from typing import Annotated, Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path, Query
 from aws_lambda_powertools.logging import correlation_paths
@@ -18,7 +18,6 @@ from shared.api import ERROR_RESPONSES, create_app, request_user, resolve
 from shared.models import MessageOut, MessagePage, SendMessageRequest, TurnOut
 
 logger = Logger(service="messages")
-tracer = Tracer(service="messages")
 metrics = Metrics(service="messages")  # namespace: POWERTOOLS_METRICS_NAMESPACE
 app = create_app()
 
@@ -73,7 +72,6 @@ def send_message(
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
-@tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return resolve(app, event, context)

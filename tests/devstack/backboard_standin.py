@@ -335,6 +335,9 @@ class BackboardStandIn:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out in separate writes; with Nagle's algorithm and delayed
+            # ACKs each reply would wait ~40 ms. The stand-in must add no latency.
+            disable_nagle_algorithm = True
 
             def _serve(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)

@@ -152,6 +152,8 @@ class ClerkStandIn:
         standin = self
 
         class Handler(BaseHTTPRequestHandler):
+            disable_nagle_algorithm = True
+
             def do_GET(self) -> None:
                 status, payload = standin._answer(
                     "GET", urlsplit(self.path).path, self.headers.get("Authorization") or ""

@@ -82,6 +82,7 @@ class LocalApi:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # no 40 ms stalls between header and body writes
 
             def _serve(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)

@@ -1,0 +1,523 @@
+"""`make bench`: performance figures, each a ratio or a count measured side by side in one run.
+
+B1 handler overhead: warm handler invocations vs the same SQL run directly on the same pool.
+B2 round trips: libpq protocol trace of one request per route (statements and pings).
+B3 scale: a 50-message page at small vs large Message tables; the trip list at 10 vs 10,000.
+B4 cold start: importing each function module vs importing only Powertools and psycopg.
+B5 concurrency: K processes, each a warm container with its own pool, against one database.
+
+Runs on a throwaway database on the local PostgreSQL and the Backboard stand-in (no added
+latency); writes build/bench/results.json and results.md. `--smoke` makes it tiny (CI).
+Machines here are noisy: read the ratios and medians, not single timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg.pq import Trace
+
+REPO = Path(__file__).resolve().parents[2]
+OUT = REPO / "build" / "bench"
+
+
+@dataclass(frozen=True)
+class Scale:
+    samples: int
+    warmup: int
+    messages_small: int
+    messages_large: int
+    trips_large: int
+    cold_runs: int
+    workers: int
+    requests_per_worker: int
+
+
+FULL = Scale(400, 50, 1_000, 1_000_000, 10_000, 9, 4, 150)
+SMOKE = Scale(20, 5, 200, 2_000, 200, 2, 2, 10)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def timed(fn: Callable[[], object], samples: int, warmup: int) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    result = []
+    for _ in range(samples):
+        started = time.perf_counter()
+        fn()
+        result.append((time.perf_counter() - started) * 1000)
+    return result
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {
+        "p50_ms": round(statistics.median(values), 3),
+        "p95_ms": round(percentile(values, 95), 3),
+        "p99_ms": round(percentile(values, 99), 3),
+    }
+
+
+class Bench:
+    """The environment: database, stand-in, token, and a user with trips and messages."""
+
+    def __init__(self, scale: Scale) -> None:
+        from tests.conftest import create_database
+        from tests.devstack.backboard_standin import BackboardStandIn
+        from tests.devstack.token_issuer import LocalIssuer
+
+        self.scale = scale
+        self.db_name, self.url = create_database()
+        self.standin = BackboardStandIn(api_key="bench-key").start()
+        issuer = LocalIssuer.generate()
+        os.environ.update(
+            {
+                "DATABASE_URL": self.url,
+                "BACKBOARD_API_KEY": "bench-key",
+                "BACKBOARD_BASE_URL": self.standin.base_url,
+                "CLERK_ISSUER": issuer.issuer,
+                "CLERK_JWT_KEY": issuer.public_pem(),
+                "MESSAGE_RATE_LIMIT_PER_MINUTE": "10000",
+                "POWERTOOLS_TRACE_DISABLED": "true",
+                "POWERTOOLS_LOG_LEVEL": "ERROR",
+                "POWERTOOLS_METRICS_NAMESPACE": "TripChatBench",
+            }
+        )
+        for name in ("POSTGRES_URL", "PRISMA_DATABASE_URL", "CLERK_JWKS_URL"):
+            os.environ.pop(name, None)
+        self.issuer = issuer
+        from shared import migrations
+
+        with migrations.connect(self.url) as conn:
+            migrations.apply(conn)
+
+    def close(self) -> None:
+        from shared.db import close_pool
+        from tests.conftest import drop_database
+
+        close_pool()
+        self.standin.stop()
+        drop_database(self.db_name)
+
+
+def _client(bench: Bench, clerk_id: str) -> Any:
+    from tests.devstack.apiclient import Client
+
+    return Client(bench.issuer.mint(clerk_id, email=f"{clerk_id}@example.test", name="Bench"))
+
+
+def _ready_trip(bench: Bench, clerk_id: str, messages: int) -> tuple[Any, str, Any]:
+    """A user with one trip holding `messages` messages (bulk-loaded), via the API."""
+    from shared import db, queries
+
+    client = _client(bench, clerk_id)
+    created = client.call("POST", "/sessions", body={"title": "Bench trip"})
+    assert created.status == 201, created.body
+    trip = created.body["id"]
+    with db.connection() as conn:
+        user = queries.get_user_by_clerk_id(conn, clerk_id)
+        with conn.cursor().copy(
+            'COPY "Message" ("sessionId", "role", "content", "createdAt") FROM STDIN'
+        ) as copy:
+            base = time.time() - messages
+            for i in range(messages):
+                stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(base + i))
+                copy.write_row((trip, "user" if i % 2 == 0 else "assistant", f"m{i}", stamp))
+        conn.execute('ANALYZE "Message"')
+    return client, trip, user
+
+
+# B1 and B2
+
+
+def b1_b2(bench: Bench) -> dict[str, Any]:
+    from shared import db, queries
+    from shared.backboard import get_backboard
+
+    client, trip, user = _ready_trip(bench, "user_bench_b1", 200)
+    assert user is not None
+    counter = iter(range(10**9))
+
+    def send_via_handler() -> None:
+        reply = client.call("POST", f"/sessions/{trip}/messages", body={"content": "hello"})
+        assert reply.status == 201, reply.body
+
+    def send_direct() -> None:
+        # The same statements and Backboard call, without the handler around them.
+        key = f"direct-{next(counter)}"
+        with db.connection() as conn:
+            queries.get_user_by_clerk_id(conn, user.clerk_id)
+        with db.connection() as conn:
+            start = queries.begin_turn(
+                conn,
+                user_id=user.id,
+                session_id=trip,
+                idempotency_key=key,
+                content="hello",
+                request_sha256="0" * 64,
+                rate_limit=10**6,
+                lease_seconds=30,
+            )
+        reply = get_backboard().add_message(start.thread_id, "hello")
+        with db.connection() as conn:
+            queries.finish_turn(
+                conn, user_id=user.id, idempotency_key=key, session_id=trip, reply=reply
+            )
+
+    def list_trips_direct() -> None:
+        with db.connection() as conn:
+            queries.get_user_by_clerk_id(conn, user.clerk_id)
+        with db.connection() as conn:
+            queries.list_sessions_for_user(conn, user.id, limit=21)
+
+    def page_direct() -> None:
+        with db.connection() as conn:
+            queries.get_user_by_clerk_id(conn, user.clerk_id)
+        with db.connection() as conn:
+            queries.list_owned_messages(conn, trip, user.id, limit=51)
+
+    routes: dict[str, tuple[Callable[[], object], Callable[[], object]]] = {
+        "GET /sessions": (lambda: client.call("GET", "/sessions"), list_trips_direct),
+        "GET /sessions/{id}/messages (50)": (
+            lambda: client.call("GET", f"/sessions/{trip}/messages", query={"limit": "50"}),
+            page_direct,
+        ),
+        "POST /sessions/{id}/messages": (send_via_handler, send_direct),
+    }
+    s = bench.scale
+    b1: dict[str, Any] = {}
+    for name, (handler, direct) in routes.items():
+        # Interleaved rounds, so drift on a noisy machine hits both sides alike.
+        handler_times: list[float] = []
+        direct_times: list[float] = []
+        for _ in range(5):
+            handler_times += timed(handler, s.samples // 5, s.warmup // 5 + 1)
+            direct_times += timed(direct, s.samples // 5, s.warmup // 5 + 1)
+        hs, ds = summary(handler_times), summary(direct_times)
+        b1[name] = {
+            "handler": hs,
+            "direct_sql": ds,
+            "ratio_p50": round(hs["p50_ms"] / ds["p50_ms"], 2),
+        }
+    b2 = {name: round_trips(handler) for name, (handler, _) in routes.items()}
+    return {"B1": b1, "B2": b2}
+
+
+def round_trips(request: Callable[[], object]) -> dict[str, int]:
+    """Statements and round trips of one request, read from libpq's protocol trace of the
+    pool's only connection (DB_POOL_MAX_SIZE=1 for this)."""
+    from shared import config, db
+
+    os.environ["DB_POOL_MAX_SIZE"] = "1"
+    config.reset_caches()
+    db.close_pool()
+    request()  # warm: the user exists, the connection is open
+    with tempfile.TemporaryFile(mode="w+") as trace:
+        with db.get_pool().connection() as conn:
+            conn.pgconn.trace(trace.fileno())
+            conn.pgconn.set_trace_flags(Trace.SUPPRESS_TIMESTAMPS | Trace.REGRESS_MODE)
+        request()
+        with db.get_pool().connection() as conn:
+            conn.pgconn.untrace()
+        trace.seek(0)
+        lines = trace.read().splitlines()
+    os.environ.pop("DB_POOL_MAX_SIZE")
+    config.reset_caches()
+    db.close_pool()
+    cycles = sum("\tReadyForQuery" in line for line in lines)
+    pings = sum("\tEmptyQueryResponse" in line for line in lines)
+    # The last cycle traced is the checkout of the untrace call itself.
+    return {"statements": cycles - pings, "liveness_pings": max(0, pings - 1)}
+
+
+# B3
+
+
+def b3(bench: Bench) -> dict[str, Any]:
+    from shared import db
+
+    s = bench.scale
+    client, trip, _ = _ready_trip(bench, "user_bench_b3", 200)
+
+    def page() -> object:
+        return client.call("GET", f"/sessions/{trip}/messages", query={"limit": "50"})
+
+    def older_page() -> object:
+        return client.call("GET", f"/sessions/{trip}/messages", query={"limit": "50"})
+
+    small_page = summary(timed(page, s.samples, s.warmup))
+    # Grow Message to the large size with other trips' messages (COPY), then measure again.
+    other_client, other_trip, _ = _ready_trip(
+        bench, "user_bench_b3_other", s.messages_large - s.messages_small
+    )
+    large_page = summary(timed(page, s.samples, s.warmup))
+
+    few = _client(bench, "user_bench_few")
+    many = _client(bench, "user_bench_many")
+    for user_client in (few, many):
+        user_client.call("GET", "/sessions")
+    with db.connection() as conn:
+        ids = dict(
+            conn.execute(
+                'SELECT "clerkId", id FROM "User" WHERE "clerkId" IN (%s, %s)',
+                ("user_bench_few", "user_bench_many"),
+            ).fetchall()
+        )
+        for clerk_id, count in (("user_bench_few", 10), ("user_bench_many", s.trips_large)):
+            with conn.cursor().copy(
+                'COPY "Session" ("userId", "threadId", "title") FROM STDIN'
+            ) as copy:
+                for i in range(count):
+                    copy.write_row((ids[clerk_id], f"thread-{uuid.uuid4()}", f"Trip {i}"))
+        conn.execute('ANALYZE "Session"')
+    few_list = summary(timed(lambda: few.call("GET", "/sessions"), s.samples, s.warmup))
+    many_list = summary(timed(lambda: many.call("GET", "/sessions"), s.samples, s.warmup))
+    with db.connection() as conn:
+        total = conn.execute('SELECT count(*) FROM "Message"').fetchone()
+        plan = conn.execute(
+            'EXPLAIN SELECT id FROM "Message" WHERE "sessionId" = %s '
+            'ORDER BY "createdAt" DESC, id DESC LIMIT 51',
+            (trip,),
+        ).fetchall()
+    del other_client, other_trip
+    return {
+        "message_page": {
+            "rows_small": s.messages_small,
+            "rows_large": int(total[0]) if total else 0,
+            "small": small_page,
+            "large": large_page,
+            "ratio_p50": round(large_page["p50_ms"] / small_page["p50_ms"], 2),
+            "plan": " / ".join(str(r[0]).strip() for r in plan[:2]),
+        },
+        "trip_list": {
+            "trips_small": 10,
+            "trips_large": s.trips_large,
+            "small": few_list,
+            "large": many_list,
+            "ratio_p50": round(many_list["p50_ms"] / few_list["p50_ms"], 2),
+        },
+    }
+
+
+# B4
+
+
+def _import_time(statement: str) -> float:
+    code = f"import time; t = time.perf_counter(); {statement}; print(time.perf_counter() - t)"
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, check=True
+    )
+    return float(out.stdout.strip().splitlines()[-1]) * 1000
+
+
+def b4(bench: Bench) -> dict[str, Any]:
+    baseline_stmt = "import aws_lambda_powertools, psycopg"
+    result: dict[str, Any] = {}
+    for function in ("clerk_webhook", "sessions", "messages", "migrate"):
+        stmt = f"import functions.{function}.app"
+        base, fn = [], []
+        for _ in range(bench.scale.cold_runs):  # interleaved: noise hits both sides alike
+            base.append(_import_time(baseline_stmt))
+            fn.append(_import_time(stmt))
+        result[function] = {
+            "import_ms_p50": round(statistics.median(fn), 1),
+            "baseline_ms_p50": round(statistics.median(base), 1),
+            "ratio_p50": round(statistics.median(fn) / statistics.median(base), 2),
+        }
+    result["dominant_imports"] = dominant_imports()
+    return result
+
+
+DEPENDENCIES = (
+    "aws_lambda_powertools.event_handler",
+    "pydantic",
+    "psycopg_pool",
+    "jwt",
+    "svix",
+    "httpx",
+    "backboard",
+    "clerk_backend_api",
+    "boto3",
+)
+
+
+def dominant_imports() -> list[str]:
+    """Each dependency's own import time in a fresh interpreter (what -X importtime shows
+    as its cumulative time), largest first."""
+    timings = {name: _import_time(f"import {name}") for name in DEPENDENCIES}
+    ranked = sorted(timings.items(), key=lambda kv: -kv[1])
+    return [f"{name} {ms:.0f} ms" for name, ms in ranked]
+
+
+# B5
+
+
+def _worker(args: tuple[dict[str, str], str, int, int]) -> dict[str, Any]:
+    env, clerk_id, requests, _ = args
+    os.environ.update(env)
+    from tests.devstack.apiclient import Client
+
+    client = Client(env[f"TOKEN_{clerk_id}"])
+    trip = client.call("POST", "/sessions", body={"title": "Load"}).body["id"]
+    latencies, errors = [], 0
+    started = time.perf_counter()
+    for i in range(requests):
+        t0 = time.perf_counter()
+        if i % 3 == 0:
+            reply = client.call("POST", f"/sessions/{trip}/messages", body={"content": f"m{i}"})
+        elif i % 3 == 1:
+            reply = client.call("GET", f"/sessions/{trip}/messages")
+        else:
+            reply = client.call("GET", "/sessions")
+        latencies.append((time.perf_counter() - t0) * 1000)
+        errors += reply.status >= 400
+    return {"latencies": latencies, "errors": errors, "seconds": time.perf_counter() - started}
+
+
+def b5(bench: Bench) -> dict[str, Any]:
+    from shared.db import close_pool
+
+    close_pool()  # this process is not one of the K containers
+    s = bench.scale
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k.startswith(("DATABASE", "BACKBOARD", "CLERK", "MESSAGE", "POWERTOOLS"))
+    }
+    env["DB_POOL_MAX_SIZE"] = "2"
+    clerk_ids = [f"user_bench_load{i}" for i in range(s.workers)]
+    for clerk_id in clerk_ids:
+        env[f"TOKEN_{clerk_id}"] = bench.issuer.mint(
+            clerk_id, email=f"{clerk_id}@example.test", expires_in=3600
+        )
+    peak = 0
+    stop = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        with psycopg.connect(bench.url, autocommit=True) as conn:
+            while not stop.is_set():
+                row = conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = %s "
+                    "AND application_name = 'tripchat'",
+                    (bench.db_name,),
+                ).fetchone()
+                peak = max(peak, int(row[0]) if row else 0)
+                time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    started = time.perf_counter()
+    with multiprocessing.get_context("spawn").Pool(s.workers) as pool:
+        results = pool.map(
+            _worker, [(env, c, s.requests_per_worker, i) for i, c in enumerate(clerk_ids)]
+        )
+    elapsed = time.perf_counter() - started
+    stop.set()
+    sampler.join()
+    latencies = [x for r in results for x in r["latencies"]]
+    return {
+        "workers": s.workers,
+        "requests": len(latencies),
+        "errors": sum(r["errors"] for r in results),
+        "throughput_rps": round(len(latencies) / max(r["seconds"] for r in results), 1),
+        "wall_seconds_incl_spawn": round(elapsed, 1),
+        "p50_ms": round(statistics.median(latencies), 2),
+        "p99_ms": round(percentile(latencies, 99), 2),
+        "peak_server_connections": peak,
+        "connection_budget": s.workers * 2,
+    }
+
+
+# Report
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = ["| figure | measured | goal |", "|---|---|---|"]
+    for route, r in results["B1"].items():
+        lines.append(
+            f"| B1 {route}: handler p50/p95/p99 ms | {r['handler']['p50_ms']} / "
+            f"{r['handler']['p95_ms']} / {r['handler']['p99_ms']} (direct SQL p50 "
+            f"{r['direct_sql']['p50_ms']}) → **ratio {r['ratio_p50']}** | ≤ 1.3 |"
+        )
+    for route, r in results["B2"].items():
+        goal = "≤ 3 + 1 Backboard call" if route.startswith("POST") else "1-2"
+        lines.append(
+            f"| B2 {route}: statements per request | **{r['statements']}** "
+            f"(+{r['liveness_pings']} pool liveness ping) | {goal} |"
+        )
+    page, trips = results["B3"]["message_page"], results["B3"]["trip_list"]
+    lines.append(
+        f"| B3 50-message page, {page['rows_small']:,} vs {page['rows_large']:,} rows | "
+        f"p50 {page['small']['p50_ms']} vs {page['large']['p50_ms']} ms → "
+        f"**ratio {page['ratio_p50']}** | ≤ 1.2 |"
+    )
+    lines.append(
+        f"| B3 trip list, {trips['trips_small']} vs {trips['trips_large']:,} trips | "
+        f"p50 {trips['small']['p50_ms']} vs {trips['large']['p50_ms']} ms → "
+        f"**ratio {trips['ratio_p50']}** | ≤ 1.2 |"
+    )
+    for function, r in results["B4"].items():
+        if isinstance(r, dict):
+            lines.append(
+                f"| B4 cold import `{function}` | {r['import_ms_p50']} ms vs "
+                f"{r['baseline_ms_p50']} ms bare → **ratio {r['ratio_p50']}** | ≤ 1.5 |"
+            )
+    dominant = ", ".join(results["B4"]["dominant_imports"])
+    lines.append(f"| B4 import time of each dependency alone | {dominant} | |")
+    c = results["B5"]
+    lines.append(
+        f"| B5 {c['workers']} processes x {c['requests'] // c['workers']} requests | "
+        f"{c['throughput_rps']} req/s, p50 {c['p50_ms']} ms, p99 {c['p99_ms']} ms, "
+        f"**{c['errors']} errors**, **peak {c['peak_server_connections']} connections** | "
+        f"0 errors, ≤ {c['connection_budget']} |"
+    )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, to check it runs")
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args(argv)
+    scale = SMOKE if args.smoke else FULL
+    bench = Bench(scale)
+    try:
+        results: dict[str, Any] = {"scale": scale.__dict__}
+        results.update(b1_b2(bench))
+        results["B3"] = b3(bench)
+        results["B4"] = b4(bench)
+        results["B5"] = b5(bench)
+    finally:
+        bench.close()
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    table = markdown(results)
+    (args.out / "results.md").write_text(table)
+    print(table)
+    print(f"wrote {args.out / 'results.json'} and {args.out / 'results.md'}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
