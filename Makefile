@@ -5,7 +5,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint typecheck pytest migrate migrate-status migrate-verify schema-snapshot clean
+.PHONY: help install dev token invoke test lint typecheck pytest bench openapi migrate migrate-status \
+	migrate-verify schema-snapshot package validate clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -18,11 +19,23 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv and install the project with its dev tools
 
+dev: $(STAMP) ## run the backend on http://127.0.0.1:3000 (embedded PostgreSQL and stand-ins as needed)
+	$(PY) -m tests.devstack.dev
+
+USER ?= alice
+token: $(STAMP) ## print a bearer token from the local issuer: make token USER=alice
+	@$(PY) -m tests.devstack.token_issuer --user $(USER)
+
+invoke: $(STAMP) ## run one handler on a sample event: make invoke FN=sessions EVENT=events/sessions_list.json
+	@test -n "$(FN)" -a -n "$(EVENT)" || { echo "usage: make invoke FN=<function> EVENT=events/<file>.json"; exit 2; }
+	$(PY) -m tests.devstack.invoke $(FN) $(EVENT)
+
 test: lint typecheck pytest ## lint, type-check and run the whole test suite (real PostgreSQL)
 
-lint: $(STAMP) ## ruff check and format check
+lint: $(STAMP) ## ruff check, format check and template lint (cfn-lint, offline)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	AWS_DEFAULT_REGION=us-east-1 $(VENV)/bin/cfn-lint template.yaml
 
 typecheck: $(STAMP) ## mypy --strict
 	$(VENV)/bin/mypy
@@ -41,6 +54,22 @@ migrate-verify: $(STAMP) ## compare the live schema with sql/expected_schema.jso
 
 schema-snapshot: $(STAMP) ## rewrite sql/expected_schema.json from a throwaway database
 	$(PY) -m tests.tools.snapshot_schema
+
+bench: $(STAMP) ## run the benchmark suite (ARGS=--smoke for a tiny run); writes build/bench/
+	$(PY) -m tests.bench.run $(ARGS)
+
+openapi: $(STAMP) ## regenerate functions/openapi.json from the handlers
+	$(PY) -m tests.tools.openapi
+
+package: $(STAMP) ## build .aws-sam/build (functions + arm64/python3.13 layer) for `sam deploy`, no Docker
+	$(PY) -m tests.tools.package all
+
+validate: $(STAMP) ## lint the SAM template offline
+	AWS_DEFAULT_REGION=us-east-1 $(VENV)/bin/cfn-lint template.yaml
+
+# `sam build` (Docker or python3.13 users) builds the layer with this target.
+build-SharedLayer:
+	$(PYTHON) -m tests.tools.package layer "$(ARTIFACTS_DIR)"
 
 clean: ## remove build output and caches (keeps .venv and .local)
 	rm -rf build .aws-sam .pytest_cache .mypy_cache .ruff_cache

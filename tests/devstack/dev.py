@@ -137,8 +137,10 @@ def prepare_environment(stack: ExitStack) -> str | None:
     migrate()
     start_backboard(stack)
     token = configure_clerk()
+    from shared.config import reset_caches
     from shared.db import close_pool
 
+    reset_caches()  # settings read while migrating predate the stand-ins' variables
     stack.callback(close_pool)
     return token
 

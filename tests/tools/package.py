@@ -1,0 +1,130 @@
+"""Package the functions for `sam deploy` without Docker or a python3.13 interpreter.
+
+Writes what `sam build` would: .aws-sam/build/<LogicalId>/ for each function and for the
+shared layer, and .aws-sam/build/template.yaml pointing at them. The layer's dependencies
+are wheels for CPython 3.13 on manylinux aarch64 (Lambda's arm64), fetched by pip with
+--platform/--python-version/--only-binary, so nothing is compiled for this machine.
+Also the `build-SharedLayer` target of `sam build`'s makefile builder: `layer ARTIFACTS_DIR`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+
+PLATFORM = ["--platform", "manylinux2014_aarch64", "--platform", "manylinux_2_28_aarch64"]
+PYTHON_VERSION = "3.13"
+# Lambda's Python runtime ships boto3/botocore; the layer need not carry them.
+PROVIDED_BY_RUNTIME = ("boto3",)
+
+
+def runtime_requirements() -> list[str]:
+    """[project].dependencies from pyproject.toml: the one list of what the layer needs."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    return [d for d in project["dependencies"] if not d.startswith(PROVIDED_BY_RUNTIME)]
+
+
+def build_layer(target: Path) -> None:
+    """python/ (dependencies and shared/) and sql/, the layout Lambda mounts at /opt."""
+    if target.exists():
+        shutil.rmtree(target)
+    python = target / "python"
+    python.mkdir(parents=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--target",
+            str(python),
+            *PLATFORM,
+            "--implementation",
+            "cp",
+            "--python-version",
+            PYTHON_VERSION,
+            "--only-binary=:all:",
+            "--no-compile",
+            *runtime_requirements(),
+        ],
+        check=True,
+    )
+    shutil.copytree(
+        REPO / "shared", python / "shared", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    shutil.copytree(REPO / "sql", target / "sql")
+
+
+def build_function(code_uri: str, target: Path) -> None:
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(REPO / code_uri, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+
+
+def _represent_dict(dumper: Any, data: dict[str, Any]) -> Any:
+    """Writes {"Ref": x} / {"Fn::X": y} back as !Ref / !X, as CloudFormation expects."""
+    if len(data) == 1:
+        ((key, value),) = data.items()
+        if key == "Ref" or key.startswith("Fn::"):
+            tag = "!Ref" if key == "Ref" else "!" + key[4:]
+            if key == "Fn::GetAtt" and isinstance(value, list):
+                return dumper.represent_scalar(tag, ".".join(value))
+            if isinstance(value, list):
+                return dumper.represent_sequence(tag, value)
+            if isinstance(value, dict):
+                return dumper.represent_mapping(tag, value)
+            return dumper.represent_scalar(tag, str(value))
+    return dumper.represent_dict(data)
+
+
+def package(build_dir: Path) -> Path:
+    # Imported here: `sam build` runs the layer command with a bare python3 without PyYAML.
+    import yaml
+
+    from tests.devstack.template import load_template
+
+    class CfnDumper(yaml.SafeDumper):
+        pass
+
+    CfnDumper.add_representer(dict, _represent_dict)
+    template = load_template()
+    build_dir.mkdir(parents=True, exist_ok=True)
+    for logical_id, resource in template["Resources"].items():
+        props = resource.get("Properties", {})
+        if resource["Type"] == "AWS::Serverless::Function":
+            build_function(str(props["CodeUri"]), build_dir / logical_id)
+            props["CodeUri"] = logical_id
+        elif resource["Type"] == "AWS::Serverless::LayerVersion":
+            build_layer(build_dir / logical_id)
+            props["ContentUri"] = logical_id
+            resource.pop("Metadata", None)  # already built
+    built = build_dir / "template.yaml"
+    built.write_text(yaml.dump(template, Dumper=CfnDumper, sort_keys=False, width=100))
+    return built
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    all_cmd = sub.add_parser("all", help="every function and the layer, plus the template")
+    all_cmd.add_argument("--build-dir", type=Path, default=REPO / ".aws-sam" / "build")
+    layer_cmd = sub.add_parser("layer", help="only the layer (sam build's makefile builder)")
+    layer_cmd.add_argument("artifacts_dir", type=Path)
+    args = parser.parse_args(argv)
+    if args.command == "layer":
+        build_layer(args.artifacts_dir)
+    else:
+        print(f"wrote {package(args.build_dir)}; deploy with: sam deploy --guided")
+
+
+if __name__ == "__main__":
+    main()
