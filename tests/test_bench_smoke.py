@@ -1,0 +1,36 @@
+"""`make bench` keeps working: a tiny run in CI. Only counts are asserted, never times."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+def test_bench_smoke_run_produces_every_figure(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.bench.run", "--smoke", "--out", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    figures = json.loads((tmp_path / "results.json").read_text())
+    assert set(figures) >= {"B1", "B2", "B3", "B4", "B5"}
+    assert (tmp_path / "results.md").read_text().startswith("| figure |")
+    # Round trips are counts, deterministic: the goals hold on every run.
+    b2 = figures["B2"]
+    assert b2["GET /sessions"]["statements"] <= 2
+    assert b2["GET /sessions/{id}/messages (50)"]["statements"] <= 2
+    assert b2["POST /sessions/{id}/messages"]["statements"] <= 3
+    b5 = figures["B5"]
+    assert b5["errors"] == 0
+    assert b5["peak_server_connections"] <= b5["connection_budget"]
