@@ -19,7 +19,7 @@ from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel
 
-from shared import users
+from shared import db, users
 from shared.auth import authenticate
 from shared.clerk import fetch_clerk_profile
 from shared.config import get_settings
@@ -128,20 +128,21 @@ def resolve(
     """Run the request through `app`, after what must come before parsing and validation:
     the body-size limit (413 without reading the body as JSON) and, for the user-facing API,
     authentication with first-request provisioning (401 before anything else is revealed)."""
-    try:
-        _check_body_size(event)
-        if authenticated:
-            user = _authenticated_user(event.get("headers") or {})
-            app.append_context(user=user)  # type: ignore[no-untyped-call]
-    except AppError as exc:
-        headers = {"Content-Type": content_types.APPLICATION_JSON, **_app_error_headers(exc)}
-        return {
-            "statusCode": exc.status,
-            "headers": headers,
-            "body": _error_body(exc.code, exc.message),
-            "isBase64Encoded": False,
-        }
-    return app.resolve(event, context)
+    with db.request_scope():
+        try:
+            _check_body_size(event)
+            if authenticated:
+                user = _authenticated_user(event.get("headers") or {})
+                app.append_context(user=user)  # type: ignore[no-untyped-call]
+        except AppError as exc:
+            headers = {"Content-Type": content_types.APPLICATION_JSON, **_app_error_headers(exc)}
+            return {
+                "statusCode": exc.status,
+                "headers": headers,
+                "body": _error_body(exc.code, exc.message),
+                "isBase64Encoded": False,
+            }
+        return app.resolve(event, context)
 
 
 def request_user(app: APIGatewayHttpResolver) -> User:

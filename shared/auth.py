@@ -15,6 +15,7 @@ Without them, a new user's email is fetched once from Clerk's Backend API.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,10 +66,11 @@ def _signing_key(settings: Settings, issuer: str, token: str) -> Any:
 
 
 def reset_auth() -> None:
-    """Forget the cached key set (tests, and a changed CLERK_JWKS_URL)."""
+    """Forget the cached key set and verified tokens (tests, and changed Clerk settings)."""
     global _jwks_client  # noqa: PLW0603
     with _jwks_lock:
         _jwks_client = None
+    _verified.clear()
 
 
 def authenticate(authorization: str | None) -> Identity:
@@ -81,6 +83,26 @@ def authenticate(authorization: str | None) -> Identity:
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("Send the Clerk session token as 'Authorization: Bearer <token>'.")
     token = token.strip()
+    cached = _verified.get(token)
+    if cached is not None and time.time() < cached[0] + settings.clerk_jwt_leeway_seconds:
+        return cached[1]
+    identity, expires_at = _verify(token, settings, issuer)
+    with _verified_lock:
+        if len(_verified) >= VERIFIED_CACHE_SIZE:
+            _verified.pop(next(iter(_verified)))  # the oldest entry
+        _verified[token] = (expires_at, identity)
+    return identity
+
+
+# A front end sends the same session token with every request until it expires (Clerk's last
+# a minute), so a warm container remembers the tokens it verified, until their `exp`: only
+# the byte-identical token maps to its identity, and the signature check is not repeated.
+VERIFIED_CACHE_SIZE = 512
+_verified: dict[str, tuple[float, Identity]] = {}
+_verified_lock = threading.Lock()
+
+
+def _verify(token: str, settings: Settings, issuer: str) -> tuple[Identity, float]:
     key: Any = (
         settings.clerk_jwt_key.replace("\\n", "\n")
         if settings.clerk_jwt_key
@@ -110,8 +132,9 @@ def authenticate(authorization: str | None) -> Identity:
     if not isinstance(subject, str) or not subject:
         raise Unauthorized("The session token has no subject.")
     email, name = claims.get("email"), claims.get("name")
-    return Identity(
+    identity = Identity(
         clerk_id=subject,
         email=email.strip() or None if isinstance(email, str) else None,
         name=name.strip() or None if isinstance(name, str) else None,
     )
+    return identity, float(claims["exp"])

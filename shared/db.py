@@ -8,9 +8,11 @@ PostgreSQL (or RDS Proxy in front of it) accepts.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import psycopg
@@ -85,7 +87,27 @@ def _discard(pool: ConnectionPool[Connection]) -> None:
 @contextmanager
 def connection() -> Iterator[Connection]:
     """An autocommit connection from the pool: each statement is its own transaction, which
-    keeps single-statement reads at one round trip. Lost connections become 503s."""
+    keeps single-statement reads at one round trip. Lost connections become 503s.
+
+    Inside `request_scope()` every call gets the request's one connection, checked out (and
+    checked for liveness) once per request instead of once per query."""
+    scope = _scope.get()
+    try:
+        if scope is None:
+            with _checkout() as conn:
+                yield conn
+            return
+        if scope.conn is None:
+            scope.checkout = _checkout()
+            scope.conn = scope.checkout.__enter__()
+        yield scope.conn
+    except psycopg.OperationalError as exc:
+        logger.warning("database operational error", extra={"error": type(exc).__name__})
+        raise DatabaseUnavailable() from exc
+
+
+@contextmanager
+def _checkout() -> Iterator[Connection]:
     pool = get_pool()
     try:
         with pool.connection() as conn:
@@ -98,9 +120,31 @@ def connection() -> Iterator[Connection]:
             # instead, which recovers as soon as the server is back.
             _discard(pool)
         raise DatabaseUnavailable() from exc
-    except psycopg.OperationalError as exc:
-        logger.warning("database operational error", extra={"error": type(exc).__name__})
-        raise DatabaseUnavailable() from exc
+
+
+class _Scope:
+    def __init__(self) -> None:
+        self.conn: Connection | None = None
+        self.checkout: AbstractContextManager[Connection] | None = None
+
+
+_scope: ContextVar[_Scope | None] = ContextVar("tripchat_request_scope", default=None)
+
+
+@contextmanager
+def request_scope() -> Iterator[None]:
+    """One pooled connection for everything a request does, returned when it ends."""
+    scope = _Scope()
+    token = _scope.set(scope)
+    try:
+        yield
+    finally:
+        _scope.reset(token)
+        if scope.checkout is not None:
+            # Back to the pool; a connection left broken or mid-transaction is discarded
+            # or rolled back there.
+            with contextlib.suppress(psycopg.Error):
+                scope.checkout.__exit__(None, None, None)
 
 
 @contextmanager

@@ -178,6 +178,23 @@ def test_authorized_parties_are_enforced(
             auth.authenticate(bearer(token))
 
 
+def test_verified_tokens_are_remembered_only_until_they_expire(
+    clerk_api: ClerkStandIn, issuer: LocalIssuer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CLERK_JWT_LEEWAY_SECONDS", "0")
+    config.reset_caches()
+    token = issuer.mint("user_cached", expires_in=1)
+    assert auth.authenticate(bearer(token)).clerk_id == "user_cached"
+    assert auth.authenticate(bearer(token)).clerk_id == "user_cached"  # from the cache
+    time.sleep(1.2)
+    with pytest.raises(Unauthorized, match="expired"):
+        auth.authenticate(bearer(token))
+    # A different token for the same user is verified on its own (here: forged, so refused).
+    header, payload, _ = issuer.mint("user_cached").split(".")
+    with pytest.raises(Unauthorized):
+        auth.authenticate(bearer(f"{header}.{payload}.AAAA"))
+
+
 def test_leeway_tolerates_small_clock_skew(clerk_api: ClerkStandIn, issuer: LocalIssuer) -> None:
     assert auth.authenticate(bearer(issuer.mint("user_1", expires_in=-2))).clerk_id == "user_1"
 

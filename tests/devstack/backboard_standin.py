@@ -24,6 +24,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from tests.devstack.loopback import LoopbackServer
+
 OPERATIONS = (
     "create_assistant",
     "list_assistants",
@@ -72,7 +74,7 @@ class BackboardStandIn:
     # Lifecycle
 
     def start(self) -> BackboardStandIn:
-        self._server = ThreadingHTTPServer(("127.0.0.1", self._port), self._handler_class())
+        self._server = LoopbackServer(("127.0.0.1", self._port), self._handler_class())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()

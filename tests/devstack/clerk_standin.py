@@ -7,10 +7,11 @@ from __future__ import annotations
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import urlsplit
 
+from tests.devstack.loopback import LoopbackServer
 from tests.devstack.token_issuer import LocalIssuer
 
 
@@ -84,7 +85,7 @@ class ClerkStandIn:
         self.fault_status: int | None = None  # answer every request with this status
         self.fault_delay = 0.0
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server = LoopbackServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
 
     def __enter__(self) -> ClerkStandIn:

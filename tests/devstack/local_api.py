@@ -6,11 +6,12 @@ from __future__ import annotations
 import base64
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from tests.devstack.apigw import LambdaContext, http_event
+from tests.devstack.loopback import LoopbackServer
 from tests.devstack.template import HttpRoute, http_routes
 
 
@@ -19,7 +20,7 @@ class LocalApi:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 3000) -> None:
         self.routes = http_routes()
-        self._server = ThreadingHTTPServer((host, port), self._request_handler())
+        self._server = LoopbackServer((host, port), self._request_handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
