@@ -23,6 +23,7 @@ import jwt
 from aws_lambda_powertools import Logger
 
 from shared.config import Settings, get_settings
+from shared.container import PerContainer
 from shared.errors import ConfigurationError, Unauthorized, UpstreamUnavailable
 
 logger = Logger(child=True)
@@ -40,23 +41,23 @@ class Identity:
     name: str | None
 
 
-_jwks_client: jwt.PyJWKClient | None = None
-_jwks_lock = threading.Lock()
+def _open_jwks_client() -> jwt.PyJWKClient:
+    settings = get_settings()
+    issuer = settings.clerk_issuer or ""
+    url = settings.clerk_jwks_url or f"{issuer.rstrip('/')}/.well-known/jwks.json"
+    return jwt.PyJWKClient(
+        url, lifespan=3600, timeout=5, cooldown_duration=JWKS_REFETCH_COOLDOWN_SECONDS
+    )
 
 
-def _signing_key(settings: Settings, issuer: str, token: str) -> Any:
+_jwks_client: PerContainer[jwt.PyJWKClient] = PerContainer(_open_jwks_client)
+
+
+def _signing_key(token: str) -> Any:
     """The JWKS key the token names: the key set is fetched once per container and refetched
     (rate-limited) when a token names a key id it does not have, as after a key rotation."""
-    global _jwks_client  # noqa: PLW0603 (one key cache per container)
-    if _jwks_client is None:
-        with _jwks_lock:
-            if _jwks_client is None:
-                url = settings.clerk_jwks_url or f"{issuer.rstrip('/')}/.well-known/jwks.json"
-                _jwks_client = jwt.PyJWKClient(
-                    url, lifespan=3600, timeout=5, cooldown_duration=JWKS_REFETCH_COOLDOWN_SECONDS
-                )
     try:
-        return _jwks_client.get_signing_key_from_jwt(token).key
+        return _jwks_client.get().get_signing_key_from_jwt(token).key
     except jwt.PyJWKClientConnectionError as exc:
         logger.warning("JWKS unreachable", extra={"error": str(exc)})
         raise UpstreamUnavailable("Sign-in keys could not be fetched; try again.") from exc
@@ -67,9 +68,7 @@ def _signing_key(settings: Settings, issuer: str, token: str) -> Any:
 
 def reset_auth() -> None:
     """Forget the cached key set and verified tokens (tests, and changed Clerk settings)."""
-    global _jwks_client  # noqa: PLW0603
-    with _jwks_lock:
-        _jwks_client = None
+    _jwks_client.reset()
     _verified.clear()
 
 
@@ -106,7 +105,7 @@ def _verify(token: str, settings: Settings, issuer: str) -> tuple[Identity, floa
     key: Any = (
         settings.clerk_jwt_key.replace("\\n", "\n")
         if settings.clerk_jwt_key
-        else _signing_key(settings, issuer, token)
+        else _signing_key(token)
     )
     try:
         claims = jwt.decode(

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from aws_lambda_powertools import Logger
 
 from shared.config import get_settings, secret
+from shared.container import PerContainer
 from shared.errors import ConfigurationError, UpstreamError, UpstreamUnavailable
 
 logger = Logger(child=True)
@@ -146,35 +147,27 @@ def _domain_error(exc: Exception, operation: str, *, missing_ok: bool) -> Except
     return UpstreamError()
 
 
-_gateway: BackboardGateway | None = None
-_gateway_lock = threading.Lock()
+def _open_gateway() -> BackboardGateway:
+    api_key = secret("BACKBOARD_API_KEY")
+    if not api_key:
+        raise ConfigurationError("Set BACKBOARD_API_KEY or BACKBOARD_API_KEY_SECRET_ARN.")
+    settings = get_settings()
+    return BackboardGateway(
+        api_key, settings.backboard_base_url, settings.backboard_timeout_seconds
+    )
+
+
+_gateway: PerContainer[BackboardGateway] = PerContainer(_open_gateway, close=BackboardGateway.close)
 
 
 def get_backboard() -> BackboardGateway:
     """The container's gateway, created on first use from BACKBOARD_API_KEY (or its secret)."""
-    global _gateway  # noqa: PLW0603 (the per-container singleton is the point)
-    if _gateway is None:
-        with _gateway_lock:
-            if _gateway is None:
-                api_key = secret("BACKBOARD_API_KEY")
-                if not api_key:
-                    raise ConfigurationError(
-                        "Set BACKBOARD_API_KEY or BACKBOARD_API_KEY_SECRET_ARN."
-                    )
-                settings = get_settings()
-                _gateway = BackboardGateway(
-                    api_key, settings.backboard_base_url, settings.backboard_timeout_seconds
-                )
-    return _gateway
+    return _gateway.get()
 
 
 def reset_backboard() -> None:
     """Close the gateway so the next get_backboard() builds a fresh one (tests, key rotation)."""
-    global _gateway
-    with _gateway_lock:
-        if _gateway is not None:
-            gateway, _gateway = _gateway, None
-            gateway.close()
+    _gateway.reset()
 
 
 def delete_quietly(kind: str, object_id: str) -> None:

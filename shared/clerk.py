@@ -6,7 +6,6 @@ shape, so one function reads both.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 
 from shared.config import get_settings, secret
+from shared.container import PerContainer
 from shared.errors import ConfigurationError, Unauthorized, UpstreamError, UpstreamUnavailable
 
 logger = Logger(child=True)
@@ -47,40 +47,31 @@ def profile_from_clerk_user(data: Mapping[str, Any]) -> ClerkProfile:
     return ClerkProfile(email=email, name=full or _text(data.get("username")))
 
 
-# The Clerk SDK is imported on first use: it costs ~0.1 s of cold start, and only a new user
-# whose token carries no email needs it.
-_client: Any = None
-_client_lock = threading.Lock()
+def _open_client() -> Any:
+    key = secret("CLERK_SECRET_KEY")
+    if not key:
+        raise ConfigurationError(
+            "Set CLERK_SECRET_KEY or CLERK_SECRET_KEY_SECRET_ARN to look up users."
+        )
+    # Imported on first use: the SDK costs ~0.1 s of cold start, and only a new user whose
+    # token carries no email needs it.
+    from clerk_backend_api import Clerk
+    from clerk_backend_api.utils import BackoffStrategy, RetryConfig
+
+    return Clerk(
+        bearer_auth=key,
+        server_url=get_settings().clerk_api_url,
+        timeout_ms=5_000,
+        # The SDK's default retries 5xx for up to an hour; a request cannot wait that long.
+        retry_config=RetryConfig("backoff", BackoffStrategy(100, 500, 2, 1_000), False),
+    )
 
 
-def _clerk() -> Any:
-    global _client  # noqa: PLW0603 (one SDK client per container, reused)
-    if _client is None:
-        with _client_lock:
-            if _client is None:
-                key = secret("CLERK_SECRET_KEY")
-                if not key:
-                    raise ConfigurationError(
-                        "Set CLERK_SECRET_KEY or CLERK_SECRET_KEY_SECRET_ARN to look up users."
-                    )
-                from clerk_backend_api import Clerk
-                from clerk_backend_api.utils import BackoffStrategy, RetryConfig
-
-                settings = get_settings()
-                _client = Clerk(
-                    bearer_auth=key,
-                    server_url=settings.clerk_api_url,
-                    timeout_ms=5_000,
-                    # The SDK's default retries 5xx for up to an hour; a request cannot wait.
-                    retry_config=RetryConfig("backoff", BackoffStrategy(100, 500, 2, 1_000), False),
-                )
-    return _client
+_client: PerContainer[Any] = PerContainer(_open_client)
 
 
 def reset_clerk() -> None:
-    global _client  # noqa: PLW0603
-    with _client_lock:
-        _client = None
+    _client.reset()
 
 
 def fetch_clerk_profile(clerk_id: str) -> ClerkProfile:
@@ -89,7 +80,7 @@ def fetch_clerk_profile(clerk_id: str) -> ClerkProfile:
     from clerk_backend_api import models
 
     try:
-        user = _clerk().users.get(user_id=clerk_id)
+        user = _client.get().users.get(user_id=clerk_id)
     except models.ClerkErrors as exc:
         if exc.status_code == 404:
             raise Unauthorized("This Clerk user no longer exists.") from exc

@@ -9,7 +9,6 @@ PostgreSQL (or RDS Proxy in front of it) accepts.
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
@@ -20,14 +19,12 @@ from aws_lambda_powertools import Logger
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from shared.config import database_url, get_settings
+from shared.container import PerContainer
 from shared.errors import DatabaseUnavailable
 
 logger = Logger(child=True)
 
 Connection = psycopg.Connection[Any]
-
-_pool: ConnectionPool[Connection] | None = None
-_pool_lock = threading.Lock()
 
 
 def connection_kwargs() -> dict[str, Any]:
@@ -42,46 +39,39 @@ def connection_kwargs() -> dict[str, Any]:
     }
 
 
+def _open_pool() -> ConnectionPool[Connection]:
+    settings = get_settings()
+    pool: ConnectionPool[Connection] = ConnectionPool(
+        conninfo=database_url(),
+        kwargs=connection_kwargs(),
+        min_size=1,
+        max_size=settings.db_pool_max_size,
+        timeout=settings.db_connect_timeout_seconds,
+        # A connection PostgreSQL dropped (restart, failover, idle kill) is found and
+        # replaced at checkout instead of failing the request that gets it.
+        check=ConnectionPool.check_connection,
+        name="tripchat",
+        open=False,
+    )
+    pool.open(wait=False)
+    return pool
+
+
+# Opened on first use, never at import: a cold start that cannot reach the database must
+# fail the request with a clear 503, not the module import.
+_pool: PerContainer[ConnectionPool[Connection]] = PerContainer(
+    _open_pool, close=lambda pool: pool.close(timeout=0)
+)
+
+
 def get_pool() -> ConnectionPool[Connection]:
-    """The container's pool, opened on first use (never at import: a cold start that fails to
-    reach the database must fail the request with a clear 503, not the module import)."""
-    global _pool  # noqa: PLW0603 (the module-level singleton is the point)
-    if _pool is None:
-        with _pool_lock:
-            if _pool is None:
-                settings = get_settings()
-                pool: ConnectionPool[Connection] = ConnectionPool(
-                    conninfo=database_url(),
-                    kwargs=connection_kwargs(),
-                    min_size=1,
-                    max_size=settings.db_pool_max_size,
-                    timeout=settings.db_connect_timeout_seconds,
-                    # A connection PostgreSQL dropped (restart, failover, idle kill) is found
-                    # and replaced at checkout instead of failing the request that gets it.
-                    check=ConnectionPool.check_connection,
-                    name="tripchat",
-                    open=False,
-                )
-                pool.open(wait=False)
-                _pool = pool
-    return _pool
+    """The container's pool."""
+    return _pool.get()
 
 
 def close_pool() -> None:
     """Close the pool (tests, and the local server on shutdown)."""
-    global _pool  # noqa: PLW0603
-    with _pool_lock:
-        if _pool is not None:
-            _pool.close()
-            _pool = None
-
-
-def _discard(pool: ConnectionPool[Connection]) -> None:
-    global _pool  # noqa: PLW0603
-    with _pool_lock:
-        if _pool is pool:
-            _pool = None
-    pool.close(timeout=0)
+    _pool.reset()
 
 
 @contextmanager
@@ -118,7 +108,7 @@ def _checkout() -> Iterator[Connection]:
             # Connections are failing: the server is down or refusing. The pool's own
             # reconnection backs off for minutes, so start afresh on the next request
             # instead, which recovers as soon as the server is back.
-            _discard(pool)
+            _pool.reset(only=pool)
         raise DatabaseUnavailable() from exc
 
 

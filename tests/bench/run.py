@@ -135,6 +135,8 @@ def _ready_trip(bench: Bench, clerk_id: str, messages: int) -> tuple[Any, str, A
     trip = created.body["id"]
     with db.connection() as conn:
         user = queries.get_user_by_clerk_id(conn, clerk_id)
+    # Bulk loads go through their own connection: no statement timeout for a million rows.
+    with psycopg.connect(bench.url, autocommit=True) as conn:
         with conn.cursor().copy(
             'COPY "Message" ("sessionId", "role", "content", "createdAt") FROM STDIN'
         ) as copy:
@@ -162,11 +164,11 @@ def b1_b2(bench: Bench) -> dict[str, Any]:
         assert reply.status == 201, reply.body
 
     def send_direct() -> None:
-        # The same statements and Backboard call, without the handler around them.
+        # The same statements and Backboard call on one pooled connection, as a request
+        # makes them, without the handler around them.
         key = f"direct-{next(counter)}"
         with db.connection() as conn:
             queries.get_user_by_clerk_id(conn, user.clerk_id)
-        with db.connection() as conn:
             start = queries.begin_turn(
                 conn,
                 user_id=user.id,
@@ -174,11 +176,10 @@ def b1_b2(bench: Bench) -> dict[str, Any]:
                 idempotency_key=key,
                 content="hello",
                 request_sha256="0" * 64,
-                rate_limit=10**6,
+                rate_limit=10**4,
                 lease_seconds=30,
             )
-        reply = get_backboard().add_message(start.thread_id, "hello")
-        with db.connection() as conn:
+            reply = get_backboard().add_message(start.thread_id, "hello")
             queries.finish_turn(
                 conn, user_id=user.id, idempotency_key=key, session_id=trip, reply=reply
             )
@@ -186,13 +187,11 @@ def b1_b2(bench: Bench) -> dict[str, Any]:
     def list_trips_direct() -> None:
         with db.connection() as conn:
             queries.get_user_by_clerk_id(conn, user.clerk_id)
-        with db.connection() as conn:
             queries.list_sessions_for_user(conn, user.id, limit=21)
 
     def page_direct() -> None:
         with db.connection() as conn:
             queries.get_user_by_clerk_id(conn, user.clerk_id)
-        with db.connection() as conn:
             queries.list_owned_messages(conn, trip, user.id, limit=51)
 
     routes: dict[str, tuple[Callable[[], object], Callable[[], object]]] = {
@@ -275,13 +274,12 @@ def b3(bench: Bench) -> dict[str, Any]:
     many = _client(bench, "user_bench_many")
     for user_client in (few, many):
         user_client.call("GET", "/sessions")
-    with db.connection() as conn:
-        ids = dict(
-            conn.execute(
-                'SELECT "clerkId", id FROM "User" WHERE "clerkId" IN (%s, %s)',
-                ("user_bench_few", "user_bench_many"),
-            ).fetchall()
-        )
+    with psycopg.connect(bench.url, autocommit=True) as conn:
+        rows = conn.execute(
+            'SELECT "clerkId", id FROM "User" WHERE "clerkId" IN (%s, %s)',
+            ("user_bench_few", "user_bench_many"),
+        ).fetchall()
+        ids = {str(clerk_id): str(user_id) for clerk_id, user_id in rows}
         for clerk_id, count in (("user_bench_few", 10), ("user_bench_many", s.trips_large)):
             with conn.cursor().copy(
                 'COPY "Session" ("userId", "threadId", "title") FROM STDIN'
