@@ -117,6 +117,19 @@ def insert_message(conn: Connection, *, session_id: str, role: Role, content: st
         return _one(cur.fetchone())
 
 
+def _page(
+    before: Keyset | None, after: Keyset | None
+) -> tuple[LiteralString, LiteralString, tuple[object, ...]]:
+    """Order, keyset condition and its parameters for a page of messages: ascending after
+    `after`; otherwise descending (then reversed by the caller) before `before` or from the
+    newest."""
+    if after is not None:
+        return "ASC", 'AND ("createdAt", "id") > (%s, %s) ', (_db_timestamp(after[0]), after[1])
+    if before is not None:
+        return "DESC", 'AND ("createdAt", "id") < (%s, %s) ', (_db_timestamp(before[0]), before[1])
+    return "DESC", "", ()
+
+
 def list_messages(
     conn: Connection,
     session_id: str,
@@ -130,20 +143,12 @@ def list_messages(
     With `after`: the first `limit` messages after that position. Otherwise the last `limit`
     messages (before `before`, when given): the latest page, which is what a chat opens on.
     """
-    if after is not None:
-        order: LiteralString = "ASC"
-        condition: LiteralString = 'AND ("createdAt", "id") > (%s, %s) '
-        params: tuple[object, ...] = (session_id, _db_timestamp(after[0]), after[1], limit)
-    elif before is not None:
-        order, condition = "DESC", 'AND ("createdAt", "id") < (%s, %s) '
-        params = (session_id, _db_timestamp(before[0]), before[1], limit)
-    else:
-        order, condition, params = "DESC", "", (session_id, limit)
+    order, condition, keys = _page(before, after)
     with conn.cursor(row_factory=class_row(Message)) as cur:
         cur.execute(
             f'SELECT {_MESSAGE_COLUMNS} FROM "Message" WHERE "sessionId" = %s {condition}'
             f'ORDER BY "createdAt" {order}, "id" {order} LIMIT %s',
-            params,
+            (session_id, *keys, limit),
         )
         rows = cur.fetchall()
     return rows if order == "ASC" else rows[::-1]
@@ -268,15 +273,7 @@ def list_owned_messages(
 ) -> list[Message] | None:
     """Like list_messages, but None when the trip is not the user's; still one round trip:
     the page is a lateral join on the owned trip, so an empty trip yields one all-NULL row."""
-    if after is not None:
-        order: LiteralString = "ASC"
-        condition: LiteralString = 'AND ("createdAt", "id") > (%s, %s) '
-        keys: tuple[object, ...] = (_db_timestamp(after[0]), after[1])
-    elif before is not None:
-        order, condition = "DESC", 'AND ("createdAt", "id") < (%s, %s) '
-        keys = (_db_timestamp(before[0]), before[1])
-    else:
-        order, condition, keys = "DESC", "", ()
+    order, condition, keys = _page(before, after)
     rows = conn.execute(
         'SELECT m."id", m."role", m."content", m."sessionId", m."createdAt" '
         'FROM "Session" s LEFT JOIN LATERAL ('

@@ -4,9 +4,7 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +14,7 @@ from shared import auth, config
 from tests.devstack.apigw import response_json
 from tests.devstack.backboard_standin import BackboardStandIn
 from tests.devstack.invoke import invoke, prepare_event
+from tests.devstack.response_url import ResponseUrl
 from tests.devstack.template import http_routes
 from tests.devstack.token_issuer import LocalIssuer
 
@@ -101,24 +100,9 @@ def test_migrate_events_run_through_the_handler(
         assert result["action"] == _load(name)["action"]
     assert invoke("migrate", _load("migrate_verify.json"))["ok"] is True
 
-    answers: list[dict[str, Any]] = []
-
-    class S3(BaseHTTPRequestHandler):
-        def do_PUT(self) -> None:
-            answers.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), S3)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with ResponseUrl() as response_url:
         event = _load("migrate_cloudformation_create.json")
-        event["ResponseURL"] = f"http://127.0.0.1:{server.server_address[1]}/presigned"
+        event["ResponseURL"] = response_url.url
         assert invoke("migrate", event)["ok"] is True
-        assert answers[-1]["Status"] == "SUCCESS"
-        assert answers[-1]["LogicalResourceId"] == "DatabaseSchema"
-    finally:
-        server.shutdown()
+        assert response_url.answers[-1]["Status"] == "SUCCESS"
+        assert response_url.answers[-1]["LogicalResourceId"] == "DatabaseSchema"

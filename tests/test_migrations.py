@@ -14,6 +14,7 @@ import pytest
 
 from functions.migrate import app as migrate_app
 from shared import migrations
+from tests.devstack.response_url import ResponseUrl
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -195,27 +196,12 @@ def test_cloudformation_custom_resource_applies_and_answers(
 ) -> None:
     """On deploy CloudFormation sends Create/Update; the function migrates and PUTs the
     outcome to the presigned ResponseURL (here a loopback server standing in for S3)."""
-    import json
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     from shared import config
 
-    answers: list[dict[str, str]] = []
-
-    class S3(BaseHTTPRequestHandler):
-        def do_PUT(self) -> None:
-            length = int(self.headers["Content-Length"])
-            answers.append(json.loads(self.rfile.read(length)))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), S3)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/presigned"
+    with ResponseUrl() as response_url:
+        answers = response_url.answers
+        url = response_url.url
         event = {
             "RequestType": "Create",
             "ResponseURL": url,
@@ -239,5 +225,3 @@ def test_cloudformation_custom_resource_applies_and_answers(
         # Deleting the stack never touches the database.
         migrate_app._custom_resource({**event, "RequestType": "Delete"})
         assert answers[-1]["Status"] == "SUCCESS"
-    finally:
-        server.shutdown()

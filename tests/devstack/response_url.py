@@ -1,0 +1,42 @@
+"""A stand-in for the presigned S3 URL CloudFormation gives a custom resource: it records
+every answer PUT to it, so tests see what the migrate function told CloudFormation."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler
+from typing import Any
+
+from tests.devstack.loopback import LoopbackServer
+
+
+class ResponseUrl:
+    def __init__(self) -> None:
+        self.answers: list[dict[str, Any]] = []
+        answers = self.answers
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_PUT(self) -> None:
+                answers.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = LoopbackServer(("127.0.0.1", 0), Handler)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/presigned"
+
+    def __enter__(self) -> ResponseUrl:
+        threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
