@@ -23,7 +23,7 @@ from shared import db, users
 from shared.auth import authenticate
 from shared.clerk import fetch_clerk_profile
 from shared.config import get_settings
-from shared.errors import AppError, PayloadTooLarge
+from shared.errors import AppError, PayloadTooLarge, UnsupportedMediaType
 from shared.models import User
 
 logger = Logger(child=True)
@@ -130,7 +130,7 @@ def resolve(
     authentication with first-request provisioning (401 before anything else is revealed)."""
     with db.request_scope():
         try:
-            _check_body_size(event)
+            _check_body(event)
             if authenticated:
                 user = _authenticated_user(event.get("headers") or {})
                 app.append_context(user=user)  # type: ignore[no-untyped-call]
@@ -162,8 +162,18 @@ def _authenticated_user(headers: dict[str, str]) -> User:
     )
 
 
-def _check_body_size(event: dict[str, Any]) -> None:
+def _check_body(event: dict[str, Any]) -> None:
+    """Bodies are JSON and bounded: anything else is refused before it is parsed."""
     body = event.get("body") or ""
+    headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
+    media_type = headers.get("content-type", "").split(";")[0].strip().lower()
+    if (
+        body
+        and media_type
+        and media_type != "application/json"
+        and not media_type.endswith("+json")
+    ):
+        raise UnsupportedMediaType()
     size = (
         len(body) * 3 // 4
         if event.get("isBase64Encoded")

@@ -54,6 +54,12 @@ class PayloadTooLarge(AppError):
     default_message = "The request body is too large."
 
 
+class UnsupportedMediaType(AppError):
+    status = 415
+    code = "unsupported_media_type"
+    default_message = "Send the body as application/json."
+
+
 class ValidationFailed(AppError):
     status = 422
     code = "validation_error"

@@ -377,6 +377,26 @@ def test_bad_message_bodies_store_nothing(
     assert _count(admin_conn, 'SELECT count(*) FROM "Message"') == before
 
 
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data"]
+)
+def test_non_json_bodies_are_415(api: Callable[[str], Client], content_type: str) -> None:
+    reply = api("user_alice").call(
+        "POST", "/sessions", body="title=x", headers={"content-type": content_type}
+    )
+    assert (reply.status, reply.body["error"]["code"]) == (415, "unsupported_media_type")
+
+
+def test_json_with_charset_is_accepted(api: Callable[[str], Client]) -> None:
+    reply = api("user_alice").call(
+        "POST",
+        "/sessions",
+        body='{"title": "ok"}',
+        headers={"content-type": "application/json; charset=utf-8"},
+    )
+    assert reply.status == 201
+
+
 def test_exactly_8000_characters_are_accepted(alice_trip: tuple[Client, str]) -> None:
     alice, trip_id = alice_trip
     reply = alice.call("POST", f"/sessions/{trip_id}/messages", body={"content": "é" * 8000})
