@@ -14,7 +14,10 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+)
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel
@@ -77,14 +80,22 @@ def _app_error_headers(exc: AppError) -> dict[str, str]:
     return {"Retry-After": str(exc.retry_after)} if exc.retry_after else {}
 
 
+def _app_error_response(exc: AppError) -> Response[str]:
+    headers = _app_error_headers(exc)
+    return error_response(exc.status, exc.code, exc.message, headers=headers or None)
+
+
 def create_app() -> APIGatewayHttpResolver:
     """A resolver with pydantic validation and the error mapping; run it with `resolve`."""
     app = APIGatewayHttpResolver(enable_validation=True)
 
     @app.exception_handler(AppError)  # type: ignore[untyped-decorator]
     def _app_error(exc: AppError) -> Response[str]:
-        headers = _app_error_headers(exc)
-        return error_response(exc.status, exc.code, exc.message, headers=headers or None)
+        return _app_error_response(exc)
+
+    @app.exception_handler(RequestUnsupportedContentType)  # type: ignore[untyped-decorator]
+    def _unsupported(_: RequestUnsupportedContentType) -> Response[str]:
+        return _app_error_response(UnsupportedMediaType())
 
     @app.exception_handler(RequestValidationError)  # type: ignore[untyped-decorator]
     def _invalid(exc: RequestValidationError) -> Response[str]:
@@ -92,10 +103,6 @@ def create_app() -> APIGatewayHttpResolver:
         kinds = {str(e.get("type")) for e in errors}
         if "json_invalid" in kinds:
             return error_response(400, "malformed_json", "The request body is not valid JSON.")
-        if "unsupported_content_type" in kinds:
-            return error_response(
-                415, "unsupported_media_type", "Send the body as application/json."
-            )
         return error_response(422, "validation_error", _describe(errors))
 
     @app.not_found
