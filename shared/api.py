@@ -9,6 +9,7 @@ and answered with a bare 500 that reveals nothing.
 from __future__ import annotations
 
 import json
+import warnings
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -30,6 +31,9 @@ from shared.errors import AppError, PayloadTooLarge, UnsupportedMediaType
 from shared.models import User
 
 logger = Logger(child=True)
+
+# Reads emit no metric, and Powertools warns on every such invocation: noise in the logs.
+warnings.filterwarnings("ignore", message="No application metrics to publish")
 
 
 class ErrorDetail(BaseModel):

