@@ -86,21 +86,17 @@ class ClerkStandIn:
         self.fault_delay = 0.0
         self._lock = threading.Lock()
         self._server = LoopbackServer(("127.0.0.1", 0), self._handler_class())
-        self._server.daemon_threads = True
 
     def __enter__(self) -> ClerkStandIn:
-        threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        ).start()
+        self._server.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.stop()
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return f"http://127.0.0.1:{self._server.port}"
 
     @property
     def jwks_url(self) -> str:

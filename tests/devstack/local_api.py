@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -21,8 +20,6 @@ class LocalApi:
     def __init__(self, host: str = "127.0.0.1", port: int = 3000) -> None:
         self.routes = http_routes()
         self._server = LoopbackServer((host, port), self._request_handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
     def base_url(self) -> str:
@@ -30,12 +27,11 @@ class LocalApi:
         return f"http://{host!s}:{port}"
 
     def start(self) -> LocalApi:
-        self._thread.start()
+        self._server.start()
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.stop()
 
     def invoke(
         self, method: str, target: str, headers: dict[str, str], body: bytes | None

@@ -4,7 +4,6 @@ every answer PUT to it, so tests see what the migrate function told CloudFormati
 from __future__ import annotations
 
 import json
-import threading
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
@@ -29,14 +28,11 @@ class ResponseUrl:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/presigned"
+        return f"http://127.0.0.1:{self._server.port}/presigned"
 
     def __enter__(self) -> ResponseUrl:
-        threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        ).start()
+        self._server.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.stop()
