@@ -99,9 +99,10 @@ def send_message(user: User, trip_id: str, content: str, idempotency_key: str | 
             user_message = resumed
     try:
         reply = get_backboard().add_message(start.thread_id, content)
-    except AppError:
+    except AppError as exc:
         with db.connection() as conn:
-            queries.release_turn(conn, user_id=user.id, idempotency_key=key)
+            if not queries.release_turn(conn, user_id=user.id, idempotency_key=key):
+                raise TripDeleted() from exc
         raise
     with db.connection() as conn:
         assistant_message = queries.finish_turn(
@@ -143,6 +144,10 @@ def _resume(
         raise Conflict("A request with this Idempotency-Key is in progress.", retry_after=2)
     logger.info("resuming an unfinished turn", extra={"session_id": trip_id})
     return start.existing_user_message
+
+
+class TripDeleted(Conflict):
+    default_message = "The trip was deleted while the assistant was answering."
 
 
 class IdempotencyKeyReused(Conflict):

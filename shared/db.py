@@ -20,7 +20,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from shared.config import database_url, get_settings
 from shared.container import PerContainer
-from shared.errors import DatabaseUnavailable
+from shared.errors import Conflict, DatabaseUnavailable
 
 logger = Logger(child=True)
 
@@ -94,6 +94,11 @@ def connection() -> Iterator[Connection]:
     except psycopg.OperationalError as exc:
         logger.warning("database operational error", extra={"error": type(exc).__name__})
         raise DatabaseUnavailable() from exc
+    except psycopg.IntegrityError as exc:
+        # A row this request relies on changed meanwhile (e.g. its trip was deleted while
+        # the assistant was answering): the constraints held; tell the client to re-read.
+        logger.info("integrity conflict", extra={"constraint": exc.diag.constraint_name})
+        raise Conflict("The data changed while the request ran; reload and retry.") from exc
 
 
 @contextmanager

@@ -436,13 +436,16 @@ def reclaim_turn(
     return row is not None
 
 
-def release_turn(conn: Connection, *, user_id: str, idempotency_key: str) -> None:
-    """Give up the lease after a failed Backboard call, so a retry may proceed at once."""
-    conn.execute(
+def release_turn(conn: Connection, *, user_id: str, idempotency_key: str) -> bool:
+    """Give up the lease after a failed Backboard call, so a retry may proceed at once;
+    False when the turn is gone (its trip was deleted meanwhile)."""
+    row = conn.execute(
         "UPDATE tripchat.message_turn SET lease_until = NULL "
-        "WHERE user_id = %s AND idempotency_key = %s AND assistant_message_id IS NULL",
+        "WHERE user_id = %s AND idempotency_key = %s AND assistant_message_id IS NULL "
+        "RETURNING 1",
         (user_id, idempotency_key),
-    )
+    ).fetchone()
+    return row is not None
 
 
 def finish_turn(

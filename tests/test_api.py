@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -265,6 +266,35 @@ def test_concurrent_retries_with_one_key_store_one_turn(
     assert _count(admin_conn, 'SELECT count(*) FROM "Message" WHERE content = %s', "same") == 1
     calls = backboard.calls("add_message")
     assert calls == 2  # hello, and exactly one for "same"
+
+
+@pytest.mark.parametrize("thread_deleted", [True, False], ids=["thread-gone", "thread-kept"])
+def test_trip_deleted_while_the_assistant_answers(
+    alice_trip: tuple[Client, str],
+    admin_conn: Conn,
+    backboard: BackboardStandIn,
+    thread_deleted: bool,
+) -> None:
+    """Either Backboard no longer knows the thread, or it answers and the reply has no trip
+    to go to: a 409 either way, and nothing of the trip is left behind."""
+    alice, trip_id = alice_trip
+    backboard.inject("add_message", delay=0.6, times=1)
+    if not thread_deleted:
+        backboard.inject("delete_thread", status=500, times=1)
+    replies: list[Reply] = []
+    sender = threading.Thread(
+        target=lambda: replies.append(
+            alice.call("POST", f"/sessions/{trip_id}/messages", body={"content": "late"})
+        )
+    )
+    sender.start()
+    time.sleep(0.2)  # the user's message is stored; the reply is pending
+    assert alice.call("DELETE", f"/sessions/{trip_id}").status == 204
+    sender.join()
+    assert replies[0].status == 409
+    assert replies[0].body["error"]["code"] == "conflict"
+    for table, column in (('"Message"', '"sessionId"'), ("tripchat.message_turn", "session_id")):
+        assert _count(admin_conn, f"SELECT count(*) FROM {table} WHERE {column} = %s", trip_id) == 0
 
 
 def test_rate_limit_is_per_user_and_answers_429(
