@@ -24,8 +24,6 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel
 
 from shared import db, users
-from shared.auth import authenticate
-from shared.clerk import fetch_clerk_profile
 from shared.config import get_settings
 from shared.errors import AppError, PayloadTooLarge, UnsupportedMediaType
 from shared.models import User
@@ -163,6 +161,11 @@ def request_user(app: APIGatewayHttpResolver) -> User:
 
 
 def _authenticated_user(headers: dict[str, str]) -> User:
+    # Imported here so the webhook function, which has no tokens, does not load PyJWT; the
+    # API functions import shared.auth themselves, at cold start.
+    from shared.auth import authenticate
+    from shared.clerk import fetch_clerk_profile
+
     authorization = next((v for k, v in headers.items() if k.lower() == "authorization"), None)
     identity = authenticate(authorization)
     return users.ensure_user_exists(

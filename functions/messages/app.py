@@ -13,6 +13,8 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+# Every request verifies a token: load the JWT library with the function, not on the first request.
+import shared.auth  # noqa: F401
 from shared import chat
 from shared.api import ERROR_RESPONSES, create_app, request_user, resolve
 from shared.models import MessageOut, MessagePage, SendMessageRequest, TurnOut

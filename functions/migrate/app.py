@@ -15,7 +15,6 @@ import sys
 from dataclasses import asdict
 from typing import Any
 
-import httpx
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -86,6 +85,8 @@ def _custom_resource(event: dict[str, Any]) -> dict[str, Any]:
         "LogicalResourceId": event["LogicalResourceId"],
         "Data": {"Applied": ",".join(result.get("applied", []))},
     }
+    import httpx  # only deploys need it: keep it out of every other cold start
+
     # The response URL is a presigned S3 URL: it must get an empty Content-Type.
     response = httpx.put(
         event["ResponseURL"], content=json.dumps(body), headers={"Content-Type": ""}, timeout=10

@@ -13,6 +13,8 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+# Every request verifies a token: load the JWT library with the function, not on the first request.
+import shared.auth  # noqa: F401
 from shared import trips
 from shared.api import ERROR_RESPONSES, create_app, request_user, resolve
 from shared.models import CreateTripRequest, RenameTripRequest, TripOut, TripPage
