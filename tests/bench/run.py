@@ -348,29 +348,44 @@ def b4(bench: Bench) -> dict[str, Any]:
             "baseline_ms_p50": round(statistics.median(base), 1),
             "ratio_p50": round(statistics.median(fn) / statistics.median(base), 2),
         }
-    result["dominant_imports"] = dominant_imports()
+    result["dominant_imports"] = {
+        function: dominant_imports(f"functions.{function}.app")
+        for function in ("clerk_webhook", "messages")
+    }
     return result
 
 
-DEPENDENCIES = (
-    "aws_lambda_powertools.event_handler",
-    "pydantic",
-    "psycopg_pool",
-    "jwt",
-    "svix",
-    "httpx",
-    "backboard",
-    "clerk_backend_api",
-    "boto3",
-)
-
-
-def dominant_imports() -> list[str]:
-    """Each dependency's own import time in a fresh interpreter (what -X importtime shows
-    as its cumulative time), largest first."""
-    timings = {name: _import_time(f"import {name}") for name in DEPENDENCIES}
-    ranked = sorted(timings.items(), key=lambda kv: -kv[1])
-    return [f"{name} {ms:.0f} ms" for name, ms in ranked]
+def dominant_imports(module: str = "functions.messages.app", top: int = 8) -> list[str]:
+    """What dominates a cold import, from `python -X importtime`: for each top-level package,
+    the cumulative time of its first import from outside it, largest first."""
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", f"import {module}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stderr
+    rows = []  # (depth, root package, cumulative microseconds), in the order printed
+    for line in out.splitlines():
+        parts = line.split("|")
+        if len(parts) != 3 or not parts[1].strip().isdigit():
+            continue
+        name = parts[2].rstrip()
+        depth = (len(name) - len(name.lstrip())) // 2
+        rows.append((depth, name.strip().split(".")[0], int(parts[1])))
+    # importtime prints a module after its imports, one level deeper: walk backwards to know
+    # each line's importer, and keep the lines where a package is entered from another one.
+    totals: dict[str, int] = {}
+    importers: list[tuple[int, str]] = []
+    for depth, root, cumulative in reversed(rows):
+        while importers and importers[-1][0] >= depth:
+            importers.pop()
+        parent = importers[-1][1] if importers else None
+        if parent != root and root not in {"functions", "shared"}:
+            totals[root] = max(totals.get(root, 0), cumulative)
+        importers.append((depth, root))
+    ranked = sorted(totals.items(), key=lambda kv: -kv[1])[:top]
+    return [f"{name} {micros / 1000:.0f} ms" for name, micros in ranked]
 
 
 # B5
@@ -487,8 +502,10 @@ def markdown(results: dict[str, Any]) -> str:
                 f"| B4 cold import `{function}` | {r['import_ms_p50']} ms vs "
                 f"{r['baseline_ms_p50']} ms bare → **ratio {r['ratio_p50']}** | ≤ 1.5 |"
             )
-    dominant = ", ".join(results["B4"]["dominant_imports"])
-    lines.append(f"| B4 import time of each dependency alone | {dominant} | |")
+    for function, dominant in results["B4"]["dominant_imports"].items():
+        lines.append(
+            f"| B4 what dominates `{function}` (python -X importtime) | {', '.join(dominant)} | |"
+        )
     c = results["B5"]
     lines.append(
         f"| B5 {c['workers']} processes x {c['requests'] // c['workers']} requests | "
