@@ -3,11 +3,13 @@ layout `sam deploy` needs, with arm64 / CPython 3.13 binaries in the layer."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,6 +17,18 @@ from tests.devstack.template import REPO, http_routes, load_template
 from tests.tools import package
 
 ELF_MACHINE_AARCH64 = 183
+
+# The secrets each function may read (IAM), by the parameter naming them.
+SECRETS_BY_ROLE = {
+    "ClerkWebhookRole": {
+        "DatabaseSecretArn",
+        "ClerkWebhookSigningSecretArn",
+        "BackboardApiKeySecretArn",
+    },
+    "SessionsRole": {"DatabaseSecretArn", "BackboardApiKeySecretArn", "ClerkSecretKeySecretArn"},
+    "MessagesRole": {"DatabaseSecretArn", "BackboardApiKeySecretArn", "ClerkSecretKeySecretArn"},
+    "MigrateRole": {"DatabaseSecretArn"},
+}
 
 
 def _elf_machine(path: Path) -> int:
@@ -52,6 +66,74 @@ def test_template_settings() -> None:
         "DATABASE_URL",
     ):
         assert name not in variables
+
+
+def _refs(node: Any) -> set[str]:
+    """Every parameter or resource a piece of template names with Ref."""
+    if isinstance(node, dict):
+        if set(node) == {"Ref"}:
+            return {str(node["Ref"])}
+        return set().union(*(_refs(v) for v in node.values())) if node else set()
+    if isinstance(node, list):
+        return set().union(*(_refs(v) for v in node)) if node else set()
+    return set()
+
+
+def test_roles_grant_only_the_secrets_each_function_needs() -> None:
+    resources = load_template()["Resources"]
+    for role, secrets in SECRETS_BY_ROLE.items():
+        statements = resources[role]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+        readable = {
+            ref
+            for statement in statements
+            if "secretsmanager:GetSecretValue" in json.dumps(statement["Action"])
+            for ref in _refs(statement["Resource"])
+        } - {"AWS::NoValue"}
+        assert readable == secrets, role
+        # The VPC policy only when the functions are in a VPC.
+        (vpc_policy,) = resources[role]["Properties"]["ManagedPolicyArns"]
+        assert vpc_policy["Fn::If"][0] == "HasVpc", role
+    for logical_id, resource in resources.items():
+        if resource["Type"] == "AWS::Serverless::Function":
+            assert "Policies" not in resource["Properties"], logical_id
+            role = resource["Properties"]["Role"]["Fn::GetAtt"][0]
+            assert role in SECRETS_BY_ROLE, logical_id
+
+
+def test_migrations_run_before_the_api_functions_change() -> None:
+    resources = load_template()["Resources"]
+    schema = resources["DatabaseSchema"]["Properties"]
+    assert schema["ServiceToken"] == {"Fn::GetAtt": ["MigrateFunction", "Arn"]}
+    assert {"Ref": "SharedLayer"} in schema.values()  # a new layer (new sql/) re-runs it
+    for name in ("ClerkWebhookFunction", "SessionsFunction", "MessagesFunction"):
+        assert resources[name]["DependsOn"] == "DatabaseSchema"
+    variables = resources["MigrateFunction"]["Properties"]["Environment"]["Variables"]
+    assert variables["MIGRATIONS_DIR"] == "/opt/sql"  # the layer's sql/, mounted at /opt
+
+
+def _shape(path: str) -> str:
+    """A route path with its parameters blanked: /sessions/{id} and /sessions/<trip_id> match."""
+    return re.sub(r"\{\w+\}|<\w+>", "{}", path)
+
+
+def test_template_routes_are_exactly_the_routes_each_module_registers() -> None:
+    # Structural, by the Powertools resolver: calling the handlers cannot show this, since
+    # authentication answers 401 before routing, for a missing route too.
+    declared: dict[str, set[tuple[str, str]]] = {}
+    for route in http_routes():
+        declared.setdefault(route.module, set()).add((route.method, _shape(route.path)))
+    assert set(declared) == {
+        "functions.clerk_webhook.app",
+        "functions.sessions.app",
+        "functions.messages.app",
+    }
+    for module, routes in declared.items():
+        app = importlib.import_module(module).app
+        registered = {
+            (route.method, _shape(route.path))
+            for route in [*app._static_routes, *app._dynamic_routes]
+        }
+        assert registered == routes, module
 
 
 def test_every_template_route_reaches_a_handler_that_serves_it(
@@ -101,7 +183,18 @@ def test_package_builds_the_sam_layout(tmp_path: Path) -> None:
             "cpython-313" in b.name or "abi3" in b.name or package_dir == "psycopg_binary"
             for b in binaries
         )
-    assert not (layer / "python" / "boto3").exists()  # the Lambda runtime provides it
+    assert (layer / "python" / "psycopg" / "__init__.py").is_file()
+    assert (layer / "python" / "psycopg_pool" / "__init__.py").is_file()
+    # The Lambda runtime provides the AWS SDK ...
+    for provided in ("boto3", "botocore", "s3transfer"):
+        assert not (layer / "python" / provided).exists(), provided
+        assert not list((layer / "python").glob(f"{provided}-*.dist-info")), provided
+    # ... and the layer, first on sys.path, must not shadow its dependencies with releases
+    # botocore rejects (botocore: python-dateutil>=2.1,<3, jmespath<2, urllib3<3).
+    for dist, below in (("python_dateutil", 3), ("jmespath", 2), ("urllib3", 3)):
+        for dist_info in (layer / "python").glob(f"{dist}-*.dist-info"):
+            major = int(dist_info.name.removeprefix(f"{dist}-").split(".")[0])
+            assert major < below, dist_info.name
     text = built.read_text()
     assert "CodeUri: SessionsFunction" in text
     assert "ContentUri: SharedLayer" in text

@@ -70,14 +70,18 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
 
 
 def _custom_resource(event: dict[str, Any]) -> dict[str, Any]:
-    """Answer CloudFormation: a failure here fails (and rolls back) the deploy, which is
-    what should happen when the schema cannot be brought up to date."""
+    """Answer CloudFormation: a migration that cannot be applied fails (and rolls back) the
+    deploy. Drift alone does not: during a rollback the previous code runs with its older
+    expected schema against a database that newer migrations already extended, and failing
+    then would leave the stack stuck in UPDATE_ROLLBACK_FAILED. Drift is logged instead."""
     if event["RequestType"] == "Delete":
         result: dict[str, Any] = {"ok": True, "action": "none"}
     else:
         result = run("apply")
+    if result.get("drift"):
+        logger.warning("schema differs from the expected one", extra={"drift": result["drift"]})
     body = {
-        "Status": "SUCCESS" if result["ok"] else "FAILED",
+        "Status": "FAILED" if "error" in result else "SUCCESS",
         "Reason": (result.get("error") or "; ".join(result.get("drift", [])) or "ok")[:1000],
         "PhysicalResourceId": event.get("PhysicalResourceId", PHYSICAL_RESOURCE_ID),
         "StackId": event["StackId"],

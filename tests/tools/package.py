@@ -5,6 +5,12 @@ shared layer, and .aws-sam/build/template.yaml pointing at them. The layer's dep
 are wheels for CPython 3.13 on manylinux aarch64 (Lambda's arm64), fetched by pip with
 --platform/--python-version/--only-binary, so nothing is compiled for this machine.
 Also the `build-SharedLayer` target of `sam build`'s makefile builder: `layer ARTIFACTS_DIR`.
+
+boto3 is left out of the layer: Lambda's python3.13 runtime ships boto3/botocore (newer than
+pyproject's boto3>=1.34), and shipping them would add ~30 MB. It is still part of the pip
+resolution, then removed: otherwise an unbounded dependency (svix's python-dateutil) resolves
+to a release botocore rejects (dateutil>=3), and the layer's copy, first on sys.path, would
+break the runtime's botocore. Everything left in the layer satisfies botocore's own ranges.
 """
 
 from __future__ import annotations
@@ -21,14 +27,33 @@ REPO = Path(__file__).resolve().parents[2]
 
 PLATFORM = ["--platform", "manylinux2014_aarch64", "--platform", "manylinux_2_28_aarch64"]
 PYTHON_VERSION = "3.13"
-# Lambda's Python runtime ships boto3/botocore; the layer need not carry them.
-PROVIDED_BY_RUNTIME = ("boto3",)
+# Lambda's Python runtime ships these (boto3 and what only boto3 needs): resolved, not shipped.
+PROVIDED_BY_RUNTIME = ("boto3", "botocore", "s3transfer")
 
 
 def runtime_requirements() -> list[str]:
     """[project].dependencies from pyproject.toml: the one list of what the layer needs."""
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    return [d for d in project["dependencies"] if not d.startswith(PROVIDED_BY_RUNTIME)]
+    return list(project["dependencies"])
+
+
+def _remove_distribution(site: Path, name: str) -> None:
+    """Delete one installed distribution by its RECORD, the files pip wrote for it."""
+    normalized = name.replace("-", "_").lower()
+    for dist_info in site.glob("*.dist-info"):
+        if dist_info.name.split("-")[0].lower() != normalized:
+            continue
+        folders: set[Path] = set()
+        for line in (dist_info / "RECORD").read_text().splitlines():
+            path = (site / line.split(",")[0]).resolve()
+            if path.is_file() and path.is_relative_to(site.resolve()):
+                path.unlink()
+                folders.update(p for p in path.parents if p.is_relative_to(site.resolve()))
+        shutil.rmtree(dist_info, ignore_errors=True)
+        # Folders the removal left empty, deepest first (a longer path is never a parent).
+        for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
+            if folder != site.resolve() and folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
 
 
 def build_layer(target: Path) -> None:
@@ -58,6 +83,8 @@ def build_layer(target: Path) -> None:
         ],
         check=True,
     )
+    for name in PROVIDED_BY_RUNTIME:
+        _remove_distribution(python, name)
     shutil.copytree(
         REPO / "shared", python / "shared", ignore=shutil.ignore_patterns("__pycache__")
     )
@@ -93,7 +120,8 @@ def package(build_dir: Path) -> Path:
     from tests.devstack.template import load_template
 
     class CfnDumper(yaml.SafeDumper):
-        pass
+        def ignore_aliases(self, data: Any) -> bool:
+            return True  # CloudFormation does not accept YAML anchors and aliases
 
     CfnDumper.add_representer(dict, _represent_dict)
     template = load_template()
@@ -119,8 +147,11 @@ def main(argv: list[str] | None = None) -> None:
     all_cmd.add_argument("--build-dir", type=Path, default=REPO / ".aws-sam" / "build")
     layer_cmd = sub.add_parser("layer", help="only the layer (sam build's makefile builder)")
     layer_cmd.add_argument("artifacts_dir", type=Path)
+    sub.add_parser("requirements", help="print the layer's requirements (from pyproject.toml)")
     args = parser.parse_args(argv)
-    if args.command == "layer":
+    if args.command == "requirements":
+        print("\n".join(runtime_requirements()))
+    elif args.command == "layer":
         build_layer(args.artifacts_dir)
     else:
         print(f"wrote {package(args.build_dir)}; deploy with: sam deploy --guided")
