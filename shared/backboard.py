@@ -4,13 +4,19 @@ Lambda handlers are synchronous, the SDK is async (httpx.AsyncClient). One event
 a daemon thread for the life of the container and the SDK client lives on it, so warm
 invocations reuse its connections and never meet "event loop is closed"; any thread may submit
 a call and wait for it, bounded by the configured timeout.
+
+Failures become domain errors: timeouts, connection errors, 429 and 5xx are UpstreamUnavailable
+(retrying can help), any other error answer is UpstreamError. Their messages are the generic
+client-facing ones; the details (operation, ids, status) go to the log only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import threading
+import time
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -24,6 +30,11 @@ logger = Logger(child=True)
 T = TypeVar("T")
 
 MEMORY_MODE = "Auto"  # Backboard reads and writes the assistant's memory of the traveller
+# httpx applies the SDK's timeout to each phase (connect, write, each read), so one request can
+# outlast it; this margin on top bounds the whole call, including a wedged loop.
+CALL_MARGIN_SECONDS = 2.0
+LOOP_START_TIMEOUT_SECONDS = 5.0
+FAILED_REPLY_STATUSES = frozenset({"FAILED", "CANCELLED", "CANCELED"})
 
 
 class BackboardGateway:
@@ -47,37 +58,55 @@ class BackboardGateway:
             # Created on the loop, so its httpx client belongs to that loop.
             return BackboardClient(**kwargs)
 
-        self._client: Any = self._run(make_client(), "connect")
+        try:
+            self._client: Any = self._submit(make_client()).result(
+                timeout=LOOP_START_TIMEOUT_SECONDS
+            )
+        except BaseException:
+            self._stop_loop()  # no thread left behind by a gateway that never worked
+            raise
 
     def create_assistant(self, *, name: str, description: str, system_prompt: str) -> str:
         assistant = self._run(
+            "create_assistant",
             self._client.create_assistant(
                 name=name, description=description, system_prompt=system_prompt
             ),
-            "create_assistant",
         )
-        return str(assistant.assistant_id)
+        assistant_id = str(assistant.assistant_id)
+        logger.info("backboard assistant created", extra={"assistant_id": assistant_id})
+        return assistant_id
 
     def find_assistants(self, name: str) -> list[str]:
         """Ids of the assistants with exactly this name (oldest first)."""
-        found = self._run(self._client.list_assistants(name=name, limit=100), "list_assistants")
+        found = self._run("list_assistants", self._client.list_assistants(name=name, limit=100))
         ordered = sorted(found, key=lambda a: a.created_at)
         return [str(a.assistant_id) for a in ordered if a.name == name]
 
     def delete_assistant(self, assistant_id: str) -> None:
-        self._run_delete(self._client.delete_assistant(assistant_id), "delete_assistant")
+        """Delete the assistant (Backboard deletes its threads too). Already gone is success:
+        deletes are retried."""
+        self._delete(
+            "delete_assistant",
+            self._client.delete_assistant(assistant_id),
+            assistant_id=assistant_id,
+        )
 
     def create_thread(self, assistant_id: str) -> str:
-        thread = self._run(self._client.create_thread(assistant_id), "create_thread")
+        thread = self._run(
+            "create_thread", self._client.create_thread(assistant_id), assistant_id=assistant_id
+        )
         return str(thread.thread_id)
 
     def delete_thread(self, thread_id: str) -> None:
-        self._run_delete(self._client.delete_thread(thread_id), "delete_thread")
+        """Delete the thread. Already gone is success: deletes are retried."""
+        self._delete("delete_thread", self._client.delete_thread(thread_id), thread_id=thread_id)
 
     def add_message(self, thread_id: str, content: str) -> str:
         """Send the traveller's message on the trip's thread and return the reply text."""
         settings = get_settings()
         response = self._run(
+            "add_message",
             self._client.add_message(
                 thread_id,
                 content=content,
@@ -86,71 +115,148 @@ class BackboardGateway:
                 llm_provider=settings.backboard_llm_provider,
                 model_name=settings.backboard_model_name,
             ),
-            "add_message",
+            thread_id=thread_id,
         )
+        # A ChatMessagesResponse: .content and .status read the last message of the run.
+        status = getattr(response, "status", None)
         reply = getattr(response, "content", None)
+        if isinstance(status, str) and status.upper() in FAILED_REPLY_STATUSES:
+            # The model run failed on Backboard's side (often a provider hiccup).
+            logger.warning(
+                "backboard reply failed", extra={"thread_id": thread_id, "run_status": status}
+            )
+            raise UpstreamUnavailable()
         if not isinstance(reply, str) or not reply.strip():
+            logger.warning(
+                "backboard reply was empty", extra={"thread_id": thread_id, "run_status": status}
+            )
             raise UpstreamError("The assistant returned an empty reply.")
         return reply
 
     def close(self) -> None:
+        """Close the SDK client and stop the loop. Never raises: it runs on reset paths."""
         try:
-            self._run(self._client.aclose(), "close")
+            self._submit(self._client.aclose()).result(timeout=LOOP_START_TIMEOUT_SECONDS)
+        except Exception as exc:
+            logger.debug("backboard client close failed", extra={"error": type(exc).__name__})
         finally:
+            self._stop_loop()
+
+    def _stop_loop(self) -> None:
+        if not self._loop.is_closed():
+            # Safe even before run_forever() started: it then stops after one pass.
             self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=5)
+        self._thread.join(timeout=LOOP_START_TIMEOUT_SECONDS)
+        if not self._thread.is_alive() and not self._loop.is_closed():
             self._loop.close()
 
-    def _run_delete(self, call: Coroutine[Any, Any, Any], operation: str) -> None:
-        # Deleting what is already gone is success: deletes are retried.
-        with contextlib.suppress(_AlreadyGone):
-            self._run(call, operation, missing_ok=True)
+    def _submit(self, call: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        try:
+            return asyncio.run_coroutine_threadsafe(call, self._loop)
+        except RuntimeError:
+            call.close()  # never scheduled: close it, or Python warns it was never awaited
+            raise
 
-    def _run(self, call: Coroutine[Any, Any, T], operation: str, *, missing_ok: bool = False) -> T:
+    def _delete(self, operation: str, call: Coroutine[Any, Any, Any], **ids: str) -> None:
+        async def delete() -> None:
+            # The SDK parses the answer's body as JSON; a 2xx without one is still a delete.
+            with contextlib.suppress(ValueError):
+                await call
+
+        with contextlib.suppress(_AlreadyGone):
+            self._run(operation, delete(), missing_ok=True, **ids)
+
+    def _run(
+        self,
+        operation: str,
+        call: Coroutine[Any, Any, T],
+        *,
+        missing_ok: bool = False,
+        **ids: str,
+    ) -> T:
         from backboard.exceptions import BackboardError
 
-        future = asyncio.run_coroutine_threadsafe(call, self._loop)
+        started = time.monotonic()
         try:
-            # The SDK enforces the timeout per request; this bound only guards a stuck loop.
-            return future.result(timeout=self._timeout + 5)
+            future = self._submit(call)
+        except RuntimeError as exc:  # the loop was closed under us (a reset racing a call)
+            logger.warning("backboard loop is closed", extra={"operation": operation, **ids})
+            raise UpstreamUnavailable() from exc
+        try:
+            result = future.result(timeout=self._timeout + CALL_MARGIN_SECONDS)
         except TimeoutError as exc:
             future.cancel()
-            logger.warning("backboard call timed out", extra={"operation": operation})
+            logger.warning("backboard call timed out", extra={"operation": operation, **ids})
             raise UpstreamUnavailable() from exc
         except BackboardError as exc:
-            raise _domain_error(exc, operation, missing_ok=missing_ok) from exc
+            raise _domain_error(exc, operation, ids, missing_ok=missing_ok) from exc
+        except ValueError as exc:
+            # A 2xx the SDK could not parse (bad JSON, or a shape its pydantic models reject).
+            logger.warning(
+                "backboard answer unreadable",
+                extra={"operation": operation, "error": type(exc).__name__, **ids},
+            )
+            raise UpstreamError() from exc
+        logger.debug(
+            "backboard call",
+            extra={
+                "operation": operation,
+                "duration_ms": round((time.monotonic() - started) * 1000),
+                **ids,
+            },
+        )
+        return result
 
 
 class _AlreadyGone(Exception):
     pass
 
 
-def _domain_error(exc: Exception, operation: str, *, missing_ok: bool) -> Exception:
+def _domain_error(
+    exc: Exception, operation: str, ids: dict[str, str], *, missing_ok: bool
+) -> Exception:
     from backboard.exceptions import (
-        BackboardAPIError,
         BackboardNotFoundError,
         BackboardRateLimitError,
         BackboardServerError,
     )
 
     status = getattr(exc, "status_code", None)
-    logger.warning(
-        "backboard call failed",
-        extra={"operation": operation, "status": status, "error": type(exc).__name__},
-    )
     if missing_ok and isinstance(exc, BackboardNotFoundError):
+        logger.info("backboard object already gone", extra={"operation": operation, **ids})
         return _AlreadyGone()
-    if isinstance(exc, BackboardRateLimitError | BackboardServerError):
-        return UpstreamUnavailable()
-    if isinstance(exc, BackboardAPIError) and status is None:  # timeout or connection error
-        return UpstreamUnavailable()
+    # A rejected key is a configuration problem an operator must fix: say so loudly.
+    log = logger.error if status in (401, 403) else logger.warning
+    details: dict[str, Any] = {"operation": operation, "status": status, **ids}
+    details["error"] = type(exc).__name__
+    if status is None:
+        # The SDK's own words ("Request timed out", "Connection error"). An answer's detail is
+        # not logged: validation errors can echo the traveller's message.
+        details["reason"] = str(exc)[:200]
+    log("backboard call failed", extra=details)
+    if isinstance(exc, BackboardRateLimitError | BackboardServerError) or status is None:
+        # 429, 5xx, or no answer at all (timeout, connection error): retrying can help, after
+        # Backboard's Retry-After when it sent one (429 and 503 usually do).
+        wait = _retry_after(exc)
+        return UpstreamUnavailable(retry_after=wait) if wait else UpstreamUnavailable()
     return UpstreamError()
+
+
+def _retry_after(exc: Exception) -> int | None:
+    """Backboard's Retry-After in whole seconds, capped at a minute (None if absent or an
+    HTTP date, which is rare and not worth parsing)."""
+    response = getattr(exc, "response", None)
+    raw = str(response.headers.get("Retry-After", "")) if response is not None else ""
+    return min(max(int(raw), 1), 60) if raw.isdigit() else None
 
 
 def _open_gateway() -> BackboardGateway:
     api_key = secret("BACKBOARD_API_KEY")
     if not api_key:
-        raise ConfigurationError("Set BACKBOARD_API_KEY or BACKBOARD_API_KEY_SECRET_ARN.")
+        raise ConfigurationError(
+            "Backboard is not configured: set BACKBOARD_API_KEY to the API key, or "
+            "BACKBOARD_API_KEY_SECRET_ARN to the ARN of a Secrets Manager secret holding it."
+        )
     settings = get_settings()
     return BackboardGateway(
         api_key, settings.backboard_base_url, settings.backboard_timeout_seconds

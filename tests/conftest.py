@@ -15,10 +15,12 @@ import psycopg
 import pytest
 
 from shared import auth, config, db, migrations
-from shared.backboard import reset_backboard
 from tests.devstack.apiclient import Client
 from tests.devstack.backboard_standin import BackboardStandIn
 from tests.devstack.token_issuer import LocalIssuer
+
+# The Backboard stand-in's fixtures (backboard_server, backboard, short_backboard_timeout).
+pytest_plugins = ["tests.devstack.fixtures_backboard"]
 
 # Powertools outside Lambda: no X-Ray daemon to send traces to, metrics printed not shipped.
 os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
@@ -97,30 +99,6 @@ def admin_conn(database_url: str) -> Iterator[psycopg.Connection[tuple[object, .
     """A direct connection to the run's database, outside the pool, to inspect and tamper."""
     with psycopg.connect(database_url, autocommit=True) as conn:
         yield conn
-
-
-@pytest.fixture(scope="session")
-def _backboard_server() -> Iterator[BackboardStandIn]:
-    with BackboardStandIn(api_key="test-backboard-key") as standin:
-        yield standin
-
-
-@pytest.fixture
-def backboard(
-    _backboard_server: BackboardStandIn, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[BackboardStandIn]:
-    """The Backboard stand-in, emptied, with the real SDK pointed at it (short timeout, so
-    timeout faults are quick to provoke)."""
-    _backboard_server.reset()
-    monkeypatch.setenv("BACKBOARD_API_KEY", _backboard_server.api_key)
-    monkeypatch.setenv("BACKBOARD_BASE_URL", _backboard_server.base_url)
-    monkeypatch.setenv("BACKBOARD_TIMEOUT_SECONDS", "1")
-    config.reset_caches()
-    reset_backboard()
-    yield _backboard_server
-    reset_backboard()
-    _backboard_server.clear_faults()
-    config.reset_caches()
 
 
 @pytest.fixture

@@ -3,14 +3,24 @@
 For tests and local development only, never used in AWS. It answers the real `backboard-sdk`
 with the JSON shapes its models parse (assistants, threads, messages with a deterministic,
 clearly labelled offline reply), checks the API key, injects faults (status codes, latency,
-timeouts, 429 with Retry-After, random failures from a seeded generator) and lets tests
-inspect what exists. Out-of-process users drive the same controls over HTTP under /_standin/.
-A failed call has no effect on the state.
+timeouts, 429 with Retry-After, odd answers, random failures from a seeded generator) and lets
+tests inspect what exists. Out-of-process users drive the same controls over HTTP under
+/_standin/ (no API key, loopback only).
+
+Semantics worth knowing:
+- A call hit by a fault with a status (or a payload) has no effect on the state. A fault with
+  only a delay still takes effect after the delay, even if the client gave up: that is how a
+  real timeout looks (the object may exist although the caller saw an error).
+- Deleting an assistant deletes its threads and their messages, as Backboard does.
+- reset() empties the state, clears faults and re-seeds the random generator; a delayed call
+  from before the reset lands in the discarded state, never in the new one.
+- Message contents are never logged.
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import random
 import signal
@@ -37,6 +47,10 @@ OPERATIONS = (
     "add_message",
 )
 REPLY_PREFIX = "[offline Backboard stand-in]"
+SENT_OPTIONS = ("memory", "llm_provider", "model_name")
+DEFAULT_SEED = 1234
+
+Answer = tuple[int, Any]  # HTTP status, JSON payload (None: an empty body)
 
 
 @dataclass
@@ -46,25 +60,49 @@ class Fault:
     times: int | None = 1  # None: until cleared
     probability: float = 1.0
     retry_after: int | None = None
+    payload: Any = None  # answered instead of the real result (with `status`, default 200)
+
+    def __post_init__(self) -> None:
+        # Checked here so a typo fails the test that made it, not a later confusing one.
+        if self.status is not None and not 200 <= self.status <= 599:
+            raise ValueError(f"status must be an HTTP status (200-599), not {self.status}")
+        if self.delay < 0:
+            raise ValueError("delay must be >= 0")
+        if self.times is not None and self.times < 1:
+            raise ValueError("times must be >= 1, or None for until cleared")
+        if not 0.0 <= self.probability <= 1.0:
+            raise ValueError("probability must be within 0..1")
 
 
 @dataclass
 class _State:
     assistants: dict[str, dict[str, Any]] = field(default_factory=dict)
-    threads: dict[str, str] = field(default_factory=dict)  # thread id -> assistant id
+    threads: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> assistant, time
     messages: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     calls: dict[str, int] = field(default_factory=dict)
     faults: dict[str, Fault] = field(default_factory=dict)
+
+
+# An operation's implementation: (state, id from the path, body or query) -> answer.
+Action = Callable[[_State, str, dict[str, Any]], Answer]
 
 
 def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
+def _check_operation(operation: str) -> None:
+    if operation not in OPERATIONS:
+        raise ValueError(f"unknown operation {operation!r}; one of {', '.join(OPERATIONS)}")
+
+
 class BackboardStandIn:
-    def __init__(self, api_key: str = "standin-key", port: int = 0, seed: int = 1234) -> None:
+    def __init__(
+        self, api_key: str = "standin-key", port: int = 0, seed: int = DEFAULT_SEED
+    ) -> None:
         self.api_key = api_key
         self._port = port
+        self._seed = seed
         self._lock = threading.Lock()
         self._state = _State()
         self._random = random.Random(seed)
@@ -73,8 +111,10 @@ class BackboardStandIn:
     # Lifecycle
 
     def start(self) -> BackboardStandIn:
-        self._server = LoopbackServer(("127.0.0.1", self._port), self._handler_class())
-        self._server.start()
+        """Serve on 127.0.0.1 (a random free port unless one was given) from a daemon thread."""
+        if self._server is None:
+            self._server = LoopbackServer(("127.0.0.1", self._port), self._handler_class())
+            self._server.start()
         return self
 
     def stop(self) -> None:
@@ -96,18 +136,25 @@ class BackboardStandIn:
     # Inspection
 
     def assistants(self) -> dict[str, dict[str, Any]]:
+        """id -> {name, description, system_prompt, ...} of every live assistant."""
         with self._lock:
             return {k: dict(v) for k, v in self._state.assistants.items()}
 
     def threads(self) -> dict[str, str]:
+        """thread id -> assistant id of every live thread."""
         with self._lock:
-            return dict(self._state.threads)
+            return {k: v["assistant_id"] for k, v in self._state.threads.items()}
 
     def messages(self, thread_id: str) -> list[dict[str, Any]]:
+        """The thread's messages, oldest first: {role, content, memory, llm_provider,
+        model_name, ...}; the last three are what a user message was sent with (None on
+        replies and when not sent)."""
         with self._lock:
             return [dict(m) for m in self._state.messages.get(thread_id, [])]
 
     def calls(self, operation: str) -> int:
+        """How many requests of `operation` arrived (failed ones included)."""
+        _check_operation(operation)
         with self._lock:
             return self._state.calls.get(operation, 0)
 
@@ -115,14 +162,18 @@ class BackboardStandIn:
         with self._lock:
             return {
                 "assistants": {k: dict(v) for k, v in self._state.assistants.items()},
-                "threads": dict(self._state.threads),
+                "threads": {k: v["assistant_id"] for k, v in self._state.threads.items()},
                 "message_counts": {k: len(v) for k, v in self._state.messages.items()},
                 "calls": dict(self._state.calls),
+                "faults": sorted(self._state.faults),
             }
 
-    def reset(self) -> None:
+    def reset(self, *, seed: int | None = None) -> None:
+        """Forget everything (state, calls, faults) and re-seed, so each test starts alike."""
         with self._lock:
             self._state = _State()
+            self._seed = self._seed if seed is None else seed
+            self._random.seed(self._seed)
 
     # Faults
 
@@ -135,29 +186,37 @@ class BackboardStandIn:
         times: int | None = 1,
         probability: float = 1.0,
         retry_after: int | None = None,
+        payload: Any = None,
     ) -> None:
         """Make the next `times` calls of `operation` (None: all, until cleared) wait `delay`
-        seconds and then, if `status` is set, fail with it; with `probability` < 1 each call
-        is hit at random (seeded, so runs repeat)."""
-        if operation not in OPERATIONS:
-            raise ValueError(f"unknown operation {operation!r}; one of {OPERATIONS}")
+        seconds and then, if `status` is set, fail with it (`retry_after` is sent as
+        Retry-After). With `payload`, answer that JSON (with `status`, default 200) instead of
+        doing the operation; a 2xx `status` without payload answers an empty body. With
+        `probability` < 1 each call is hit at random (seeded, so runs repeat). A new fault on
+        an operation replaces its previous one."""
+        _check_operation(operation)
+        if payload is not None and status is None:
+            status = 200
+        fault = Fault(status, delay, times, probability, retry_after, payload)
         with self._lock:
-            self._state.faults[operation] = Fault(status, delay, times, probability, retry_after)
+            self._state.faults[operation] = fault
 
     def clear_faults(self) -> None:
         with self._lock:
             self._state.faults.clear()
 
-    def _take_fault(self, operation: str) -> Fault | None:
+    def _take_fault(self, state: _State, operation: str) -> Fault | None:
         with self._lock:
-            self._state.calls[operation] = self._state.calls.get(operation, 0) + 1
-            fault = self._state.faults.get(operation)
+            state.calls[operation] = state.calls.get(operation, 0) + 1
+            fault = state.faults.get(operation)
+            # The generator is drawn only while a fault is set, so unrelated calls do not
+            # shift the sequence.
             if fault is None or self._random.random() >= fault.probability:
                 return None
             if fault.times is not None:
                 fault.times -= 1
                 if fault.times <= 0:
-                    del self._state.faults[operation]
+                    del state.faults[operation]
             return fault
 
     # The API
@@ -167,7 +226,8 @@ class BackboardStandIn:
     ) -> tuple[int, Any, dict[str, str]]:
         parts = [p for p in path.split("/") if p]
         route = (method, *parts[:1], *(["{id}"] if len(parts) > 1 else []), *parts[2:])
-        handlers = {
+        action: Action
+        handlers: dict[tuple[str, ...], tuple[str, Action]] = {
             ("POST", "assistants"): ("create_assistant", self._create_assistant),
             ("GET", "assistants"): ("list_assistants", self._list_assistants),
             ("GET", "assistants", "{id}"): ("get_assistant", self._get_assistant),
@@ -176,7 +236,6 @@ class BackboardStandIn:
             ("GET", "threads", "{id}"): ("get_thread", self._get_thread),
             ("DELETE", "threads", "{id}"): ("delete_thread", self._delete_thread),
         }
-        action: Callable[[str, dict[str, Any]], tuple[int, Any]]
         if (method, *parts) == ("POST", "threads", "messages"):
             operation, action = "add_message", self._add_message
             ident = ""
@@ -185,18 +244,24 @@ class BackboardStandIn:
             ident = parts[1] if len(parts) > 1 else ""
         else:
             return 404, {"detail": "Not Found"}, {}
-        fault = self._take_fault(operation)
+        # Bound to the state of the moment: a delayed call must not land after a reset.
+        with self._lock:
+            state = self._state
+        fault = self._take_fault(state, operation)
         if fault is not None:
             time.sleep(fault.delay)
             if fault.status is not None:
                 headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after else {}
-                return fault.status, {"detail": f"injected fault ({fault.status})"}, headers
-        status, payload = action(ident, body)
+                payload = fault.payload
+                if payload is None and fault.status >= 400:
+                    payload = {"detail": f"injected fault ({fault.status})"}
+                return fault.status, payload, headers
+        status, payload = action(state, ident, body)
         return status, payload, {}
 
-    def _create_assistant(self, _: str, body: dict[str, Any]) -> tuple[int, Any]:
-        if not body.get("name"):
-            return 400, {"detail": "name is required"}
+    def _create_assistant(self, state: _State, _: str, body: dict[str, Any]) -> Answer:
+        if not isinstance(body.get("name"), str) or not body["name"]:
+            return 422, {"detail": "name is required"}
         assistant_id = str(uuid.uuid4())
         record = {
             "assistant_id": assistant_id,
@@ -206,127 +271,145 @@ class BackboardStandIn:
             "created_at": _now(),
         }
         with self._lock:
-            self._state.assistants[assistant_id] = record
-        return 200, record
+            state.assistants[assistant_id] = record
+        return 200, dict(record)
 
-    def _list_assistants(self, _: str, query: dict[str, Any]) -> tuple[int, Any]:
+    def _list_assistants(self, state: _State, _: str, query: dict[str, Any]) -> Answer:
+        try:
+            skip, limit = int(query.get("skip", 0)), int(query.get("limit", 100))
+        except ValueError:
+            return 422, {"detail": "skip and limit must be integers"}
         with self._lock:
             found = [
                 dict(a)
-                for a in self._state.assistants.values()
+                for a in state.assistants.values()
                 if "name" not in query or a["name"] == query["name"]
             ]
-        skip, limit = int(query.get("skip", 0)), int(query.get("limit", 100))
         return 200, found[skip : skip + limit]
 
-    def _get_assistant(self, assistant_id: str, _: dict[str, Any]) -> tuple[int, Any]:
+    def _get_assistant(self, state: _State, assistant_id: str, _: dict[str, Any]) -> Answer:
         with self._lock:
-            record = self._state.assistants.get(assistant_id)
-        return (200, record) if record else (404, {"detail": "Assistant not found"})
+            record = state.assistants.get(assistant_id)
+        return (200, dict(record)) if record else (404, {"detail": "Assistant not found"})
 
-    def _delete_assistant(self, assistant_id: str, _: dict[str, Any]) -> tuple[int, Any]:
+    def _delete_assistant(self, state: _State, assistant_id: str, _: dict[str, Any]) -> Answer:
         with self._lock:
-            if self._state.assistants.pop(assistant_id, None) is None:
+            if state.assistants.pop(assistant_id, None) is None:
                 return 404, {"detail": "Assistant not found"}
-            # Like Backboard, an assistant's threads go with it.
-            for thread_id in [t for t, a in self._state.threads.items() if a == assistant_id]:
-                del self._state.threads[thread_id]
-                self._state.messages.pop(thread_id, None)
+            # Like Backboard, an assistant's threads (and their messages) go with it.
+            for thread_id, thread in list(state.threads.items()):
+                if thread["assistant_id"] == assistant_id:
+                    del state.threads[thread_id]
+                    state.messages.pop(thread_id, None)
         return 200, {"message": "Assistant deleted successfully"}
 
-    def _create_thread(self, assistant_id: str, _: dict[str, Any]) -> tuple[int, Any]:
-        thread_id = str(uuid.uuid4())
+    def _create_thread(self, state: _State, assistant_id: str, _: dict[str, Any]) -> Answer:
+        thread_id, created_at = str(uuid.uuid4()), _now()
         with self._lock:
-            if assistant_id not in self._state.assistants:
+            if assistant_id not in state.assistants:
                 return 404, {"detail": "Assistant not found"}
-            self._state.threads[thread_id] = assistant_id
-            self._state.messages[thread_id] = []
-        return 200, {"thread_id": thread_id, "created_at": _now(), "messages": []}
+            state.threads[thread_id] = {"assistant_id": assistant_id, "created_at": created_at}
+            state.messages[thread_id] = []
+        return 200, {"thread_id": thread_id, "created_at": created_at, "messages": []}
 
-    def _get_thread(self, thread_id: str, _: dict[str, Any]) -> tuple[int, Any]:
+    def _get_thread(self, state: _State, thread_id: str, _: dict[str, Any]) -> Answer:
         with self._lock:
-            if thread_id not in self._state.threads:
+            thread = state.threads.get(thread_id)
+            if thread is None:
                 return 404, {"detail": "Thread not found"}
-            messages = list(self._state.messages.get(thread_id, []))
+            messages = [dict(m) for m in state.messages.get(thread_id, [])]
         return 200, {
             "thread_id": thread_id,
-            "created_at": _now(),
+            "created_at": thread["created_at"],
             "messages": [
-                {
-                    "message_id": m["message_id"],
-                    "role": m["role"],
-                    "content": m["content"],
-                    "created_at": m["created_at"],
-                }
-                for m in messages
+                {k: m[k] for k in ("message_id", "role", "content", "created_at")} for m in messages
             ],
         }
 
-    def _delete_thread(self, thread_id: str, _: dict[str, Any]) -> tuple[int, Any]:
+    def _delete_thread(self, state: _State, thread_id: str, _: dict[str, Any]) -> Answer:
         with self._lock:
-            if self._state.threads.pop(thread_id, None) is None:
+            if state.threads.pop(thread_id, None) is None:
                 return 404, {"detail": "Thread not found"}
-            self._state.messages.pop(thread_id, None)
+            state.messages.pop(thread_id, None)
         return 200, {"message": "Thread deleted successfully"}
 
-    def _add_message(self, _: str, body: dict[str, Any]) -> tuple[int, Any]:
+    def _add_message(self, state: _State, _: str, body: dict[str, Any]) -> Answer:
         thread_id, content = str(body.get("thread_id", "")), str(body.get("content", ""))
+        if str(body.get("stream", "false")).lower() != "false":
+            return 400, {"detail": "the stand-in does not stream; send stream=false"}
+        if not content:
+            return 400, {"detail": "content is required"}
         with self._lock:
-            assistant_id = self._state.threads.get(thread_id)
-            if assistant_id is None:
+            thread = state.threads.get(thread_id)
+            if thread is None:
                 return 404, {"detail": "Thread not found"}
-            history = self._state.messages[thread_id]
+            history = state.messages[thread_id]
             turn = sum(1 for m in history if m["role"] == "user") + 1
             reply = f"{REPLY_PREFIX} Reply #{turn} to: {content[:80]}"
             for role, text in (("user", content), ("assistant", reply)):
+                # What the user message was sent with (memory mode, model), for assertions.
+                options = {k: body.get(k) if role == "user" else None for k in SENT_OPTIONS}
                 history.append(
                     {
                         "message_id": str(uuid.uuid4()),
                         "role": role,
                         "content": text,
-                        "memory": body.get("memory") if role == "user" else None,
+                        **options,
                         "created_at": _now(),
                     }
                 )
+            answer = history[-1]
         return 200, {
             "messages": [
                 {
-                    "message_id": history[-1]["message_id"],
+                    "message_id": answer["message_id"],
                     "role": "assistant",
                     "content": reply,
                     "status": "COMPLETED",
                     "thread_id": thread_id,
-                    "assistant_id": assistant_id,
-                    "created_at": history[-1]["created_at"],
+                    "assistant_id": thread["assistant_id"],
+                    "created_at": answer["created_at"],
                 }
             ]
         }
 
     # Control routes for other processes
 
-    def _control(self, method: str, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+    def _control(self, method: str, path: str, body: dict[str, Any]) -> Answer:
         if (method, path) == ("GET", "/_standin/state"):
             return 200, self.snapshot()
         if (method, path) == ("POST", "/_standin/faults"):
-            try:
-                self.inject(
-                    str(body["operation"]),
-                    status=body.get("status"),
-                    delay=float(body.get("delay", 0)),
-                    times=body.get("times", 1),
-                    probability=float(body.get("probability", 1.0)),
-                    retry_after=body.get("retry_after"),
-                )
-            except (KeyError, ValueError, TypeError) as exc:
-                return 400, {"detail": str(exc)}
-            return 200, {"ok": True}
+            return self._inject_from_json(body)
         if (method, path) == ("DELETE", "/_standin/faults"):
             self.clear_faults()
             return 200, {"ok": True}
         if (method, path) == ("POST", "/_standin/reset"):
-            self.reset()
-            return 200, {"ok": True}
+            return self._reset_from_json(body)
         return 404, {"detail": "Not Found"}
+
+    def _inject_from_json(self, body: dict[str, Any]) -> Answer:
+        try:
+            status, times = body.get("status"), body.get("times", 1)
+            retry_after = body.get("retry_after")
+            self.inject(
+                str(body["operation"]),
+                status=None if status is None else int(status),
+                delay=float(body.get("delay", 0)),
+                times=None if times is None else int(times),
+                probability=float(body.get("probability", 1.0)),
+                retry_after=None if retry_after is None else int(retry_after),
+                payload=body.get("payload"),
+            )
+        except (KeyError, ValueError, TypeError) as exc:
+            return 400, {"detail": str(exc)}
+        return 200, {"ok": True}
+
+    def _reset_from_json(self, body: dict[str, Any]) -> Answer:
+        seed = body.get("seed")
+        if seed is not None and not isinstance(seed, int):
+            return 400, {"detail": "seed must be an integer"}
+        self.reset(seed=seed)
+        return 200, {"ok": True}
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         standin = self
@@ -340,28 +423,38 @@ class BackboardStandIn:
             def _serve(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
-                path = urlsplit(self.path).path
-                if path.startswith("/_standin/"):
-                    status, payload = standin._control(self.command, path, _parse(raw, ""))
+                url = urlsplit(self.path)
+                content_type = self.headers.get("Content-Type") or ""
+                if url.path.startswith("/_standin/"):
+                    # Keyless, so never for anyone but this machine.
+                    if not ipaddress.ip_address(self.client_address[0]).is_loopback:
+                        self._reply(403, {"detail": "control routes are loopback-only"}, {})
+                        return
+                    body = _parse(raw, content_type)
+                    status, payload = standin._control(self.command, url.path, body or {})
                     self._reply(status, payload, {})
                     return
                 if self.headers.get("X-API-Key") != standin.api_key:
                     self._reply(401, {"detail": "Invalid API key"}, {})
                     return
-                body = _parse(raw, self.headers.get("Content-Type") or "")
                 if self.command == "GET":  # list filters come in the query string
-                    query = parse_qs(urlsplit(self.path).query)
-                    body = {k: v[-1] for k, v in query.items()}
-                status, payload, headers = standin._dispatch(self.command, path, body)
+                    body = {k: v[-1] for k, v in parse_qs(url.query).items()}
+                else:
+                    body = _parse(raw, content_type)
+                if body is None:
+                    self._reply(422, {"detail": "the body is not valid JSON"}, {})
+                    return
+                status, payload, headers = standin._dispatch(self.command, url.path, body)
                 self._reply(status, payload, headers)
 
             do_GET = do_POST = do_PUT = do_DELETE = _serve
 
             def _reply(self, status: int, payload: Any, headers: dict[str, str]) -> None:
-                data = json.dumps(payload).encode()
+                data = b"" if payload is None else json.dumps(payload).encode()
                 try:
                     self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
+                    if payload is not None:
+                        self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(data)))
                     for name, value in headers.items():
                         self.send_header(name, value)
@@ -376,7 +469,8 @@ class BackboardStandIn:
         return Handler
 
 
-def _parse(raw: bytes, content_type: str) -> dict[str, Any]:
+def _parse(raw: bytes, content_type: str) -> dict[str, Any] | None:
+    """The request body as a dict: form fields or a JSON object; None if it is neither."""
     if not raw:
         return {}
     text = raw.decode("utf-8", "replace")
@@ -385,25 +479,32 @@ def _parse(raw: bytes, content_type: str) -> dict[str, Any]:
     try:
         data = json.loads(text)
     except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Run the Backboard stand-in (development aid).")
-    parser.add_argument("--port", type=int, default=8765)
+    parser = argparse.ArgumentParser(
+        description="Run the Backboard stand-in (a development aid; replies are placeholders)."
+    )
+    parser.add_argument("--port", type=int, default=8765, help="0 picks a free port")
     parser.add_argument("--api-key", default="dev-local-backboard-key")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="for random faults")
     args = parser.parse_args(argv)
-    standin = BackboardStandIn(api_key=args.api_key, port=args.port).start()
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    print("!" * 72)
-    print("! Backboard STAND-IN: replies are OFFLINE PLACEHOLDERS, not AI answers.")
-    print("!" * 72)
-    print(f"Backboard stand-in on {standin.base_url} (API key: {args.api_key})", flush=True)
-    stop.wait()
-    standin.stop()
+    standin = BackboardStandIn(api_key=args.api_key, port=args.port, seed=args.seed).start()
+    try:
+        print("!" * 72)
+        print("! Backboard STAND-IN: replies are OFFLINE PLACEHOLDERS, not AI answers.")
+        print("! For local development only; never point a deployed stack at it.")
+        print("!" * 72)
+        print(f"Backboard stand-in on {standin.base_url} (API key: {args.api_key})", flush=True)
+        while not stop.wait(0.5):  # a short wait, so signals are handled promptly
+            pass
+    finally:
+        standin.stop()
 
 
 if __name__ == "__main__":
