@@ -1,22 +1,45 @@
 """Clerk: reading a Clerk user object, and fetching one from Clerk's Backend API.
 
 The webhook's `data` for user.created/user.updated and the Backend API's user have the same
-shape, so one function reads both.
+shape, so one function reads both. The lookup uses the official SDK (clerk_backend_api), one
+client per container, with CLERK_SECRET_KEY (or the secret CLERK_SECRET_KEY_SECRET_ARN names)
+and CLERK_API_URL when set (Clerk's default is https://api.clerk.com/v1).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger
 
 from shared.config import get_settings, secret
 from shared.container import PerContainer
-from shared.errors import ConfigurationError, Unauthorized, UpstreamError, UpstreamUnavailable
+from shared.errors import (
+    AppError,
+    ConfigurationError,
+    Unauthorized,
+    UpstreamError,
+    UpstreamUnavailable,
+)
+
+if TYPE_CHECKING:
+    from clerk_backend_api import Clerk, models
 
 logger = Logger(child=True)
+
+# One attempt, bounded: the SDK's default retries 5xx for up to an hour and sleeps for any
+# Retry-After a 5xx sends, uncapped; a request waiting on Clerk cannot afford either.
+TIMEOUT_MS = 3_000
+MAX_RETRY_AFTER_SECONDS = 60
+# The SDK puts path parameters into the URL unescaped (and httpx resolves "..").
+CLERK_ID = re.compile(r"[A-Za-z0-9_-]{1,255}")
+
+USER_GONE = "This Clerk user no longer exists."
+CLERK_DOWN = "Clerk is unavailable; try again shortly."
+CLERK_REFUSED = "Clerk rejected the user lookup."
 
 
 @dataclass(frozen=True)
@@ -35,23 +58,75 @@ def profile_from_clerk_user(data: Mapping[str, Any]) -> ClerkProfile:
     """The primary email (the address whose id is primary_email_address_id, else the first
     one, else None) and the display name ("first last", else username, else None). Odd or
     missing fields never raise: a Clerk user may have no email at all."""
+    if not isinstance(data, Mapping):
+        return ClerkProfile(None, None)
     addresses = data.get("email_addresses")
-    entries = (
-        [a for a in addresses if isinstance(a, Mapping)] if isinstance(addresses, list) else []
-    )
+    usable = [
+        entry
+        for entry in (addresses if isinstance(addresses, list) else [])
+        if isinstance(entry, Mapping) and _text(entry.get("email_address"))
+    ]
     primary_id = data.get("primary_email_address_id")
-    chosen = next((a for a in entries if a.get("id") == primary_id and primary_id), None)
-    chosen = chosen or next((a for a in entries if _text(a.get("email_address"))), None)
+    primary = next(
+        (e for e in usable if isinstance(primary_id, str) and e.get("id") == primary_id), None
+    )
+    chosen = primary or (usable[0] if usable else None)
     email = _text(chosen.get("email_address")) if chosen else None
-    full = " ".join(p for p in (_text(data.get("first_name")), _text(data.get("last_name"))) if p)
+    parts = (_text(data.get("first_name")), _text(data.get("last_name")))
+    full = " ".join(part for part in parts if part)
     return ClerkProfile(email=email, name=full or _text(data.get("username")))
 
 
-def _open_client() -> Any:
+def fetch_clerk_profile(clerk_id: str) -> ClerkProfile:
+    """The user's profile from Clerk's Backend API (a new user whose token has no email).
+
+    Unauthorized when Clerk does not know the user; UpstreamUnavailable on timeouts,
+    connection errors, 429 and 5xx; UpstreamError on other refusals; ConfigurationError
+    without a secret key."""
+    import httpx
+    from clerk_backend_api import models
+
+    if not isinstance(clerk_id, str) or not CLERK_ID.fullmatch(clerk_id):
+        raise Unauthorized(USER_GONE)
+    client = _client.get()
+    try:
+        user = client.users.get(user_id=clerk_id)
+    except models.ResponseValidationError as exc:
+        if exc.status_code != 200:
+            raise _error_for(exc, client) from exc
+        # A user the SDK's model no longer matches (Clerk added or changed a field): the
+        # fields we read are still in the raw JSON.
+        logger.warning("clerk user did not match the SDK model", extra={"cause": str(exc)[:300]})
+        return _profile_from_body(exc.body)
+    except models.ClerkBaseError as exc:
+        raise _error_for(exc, client) from exc
+    except (httpx.HTTPError, models.NoResponseError) as exc:  # timeouts, connection errors
+        logger.warning("clerk unreachable", extra={"error": type(exc).__name__})
+        raise UpstreamUnavailable(CLERK_DOWN) from exc
+    return profile_from_clerk_user(
+        {
+            "primary_email_address_id": user.primary_email_address_id,
+            "email_addresses": [
+                {"id": address.id, "email_address": address.email_address}
+                for address in user.email_addresses
+            ],
+            "first_name": user.first_name,
+            "last_name": user.last_name,
+            "username": user.username,
+        }
+    )
+
+
+def reset_clerk() -> None:
+    """Forget the SDK client (tests, and a rotated secret key)."""
+    _client.reset()
+
+
+def _open_client() -> Clerk:
     key = secret("CLERK_SECRET_KEY")
     if not key:
         raise ConfigurationError(
-            "Set CLERK_SECRET_KEY or CLERK_SECRET_KEY_SECRET_ARN to look up users."
+            "Set CLERK_SECRET_KEY (or CLERK_SECRET_KEY_SECRET_ARN) to look up Clerk users."
         )
     # Imported on first use: the SDK costs ~0.1 s of cold start, and only a new user whose
     # token carries no email needs it.
@@ -60,38 +135,54 @@ def _open_client() -> Any:
 
     return Clerk(
         bearer_auth=key,
-        server_url=get_settings().clerk_api_url,
-        timeout_ms=5_000,
-        # The SDK's default retries 5xx for up to an hour; a request cannot wait that long.
-        retry_config=RetryConfig("backoff", BackoffStrategy(100, 500, 2, 1_000), False),
+        server_url=get_settings().clerk_api_url or None,
+        timeout_ms=TIMEOUT_MS,
+        retry_config=RetryConfig("none", BackoffStrategy(0, 0, 1, 0), False),
     )
 
 
-_client: PerContainer[Any] = PerContainer(_open_client)
+def _close_client(client: Clerk) -> None:
+    client.__exit__(None, None, None)  # type: ignore[no-untyped-call]  # closes its httpx client
 
 
-def reset_clerk() -> None:
-    _client.reset()
+_client: PerContainer[Clerk] = PerContainer(_open_client, _close_client)
 
 
-def fetch_clerk_profile(clerk_id: str) -> ClerkProfile:
-    """The user's profile from Clerk's Backend API (a new user whose token has no email)."""
-    import httpx
-    from clerk_backend_api import models
+def _error_for(exc: models.ClerkBaseError, client: Clerk) -> AppError:
+    """The domain error for Clerk's answer. The SDK's message holds Clerk's response body,
+    so only the status is logged."""
+    status = exc.status_code
+    if status == 404:
+        return Unauthorized(USER_GONE)
+    if status in (401, 403):
+        # The key is wrong or was revoked: the next request builds a client with the secret
+        # as it is then (a rotated secret is picked up without a redeploy).
+        logger.error("clerk rejected CLERK_SECRET_KEY", extra={"status": status})
+        _client.reset(only=client)
+        return UpstreamError(CLERK_REFUSED)
+    logger.warning("clerk lookup failed", extra={"status": status})
+    if status == 429:
+        return UpstreamUnavailable(CLERK_DOWN, retry_after=_retry_after(exc.headers))
+    if status >= 500:
+        return UpstreamUnavailable(CLERK_DOWN)
+    return UpstreamError(CLERK_REFUSED)
+
+
+def _retry_after(headers: Mapping[str, str]) -> int:
+    try:
+        seconds = int(float(headers.get("retry-after") or ""))
+    except (ValueError, OverflowError):  # absent, an HTTP date, or not finite
+        return 5
+    return max(1, min(seconds, MAX_RETRY_AFTER_SECONDS))
+
+
+def _profile_from_body(body: str) -> ClerkProfile:
+    import json
 
     try:
-        user = _client.get().users.get(user_id=clerk_id)
-    except models.ClerkErrors as exc:
-        if exc.status_code == 404:
-            raise Unauthorized("This Clerk user no longer exists.") from exc
-        logger.warning("clerk lookup failed", extra={"status": exc.status_code})
-        raise UpstreamError("Clerk rejected the user lookup.") from exc
-    except models.SDKError as exc:
-        logger.warning("clerk lookup failed", extra={"status": exc.status_code})
-        if exc.status_code == 429 or exc.status_code >= 500:
-            raise UpstreamUnavailable("Clerk is unavailable; try again shortly.") from exc
-        raise UpstreamError("Clerk rejected the user lookup.") from exc
-    except httpx.HTTPError as exc:  # timeouts and connection errors
-        logger.warning("clerk unreachable", extra={"error": type(exc).__name__})
-        raise UpstreamUnavailable("Clerk is unavailable; try again shortly.") from exc
-    return profile_from_clerk_user(user.model_dump())
+        data = json.loads(body)
+    except ValueError as exc:
+        raise UpstreamError("Clerk returned an unreadable user.") from exc
+    if not isinstance(data, Mapping) or not isinstance(data.get("id"), str):
+        raise UpstreamError("Clerk returned an unreadable user.")
+    return profile_from_clerk_user(data)
