@@ -23,10 +23,9 @@ from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel
 
-from shared import db, users
+from shared import users
 from shared.config import get_settings
 from shared.errors import AppError, PayloadTooLarge, UnsupportedMediaType
-from shared.models import User
 
 logger = Logger(child=True)
 
@@ -136,31 +135,39 @@ def resolve(
 ) -> dict[str, Any]:
     """Run the request through `app`, after what must come before parsing and validation:
     the body-size limit (413 without reading the body as JSON) and, for the user-facing API,
-    authentication with first-request provisioning (401 before anything else is revealed)."""
-    with db.request_scope():
-        try:
-            _check_body(event)
-            if authenticated:
-                user = _authenticated_user(event.get("headers") or {})
-                app.append_context(user=user)  # type: ignore[no-untyped-call]
-        except AppError as exc:
-            headers = {"Content-Type": content_types.APPLICATION_JSON, **_app_error_headers(exc)}
-            return {
-                "statusCode": exc.status,
-                "headers": headers,
-                "body": _error_body(exc.code, exc.message),
-                "isBase64Encoded": False,
-            }
-        return app.resolve(event, context)
+    the token check (401 before anything else is revealed). The token names the viewer; the
+    routes' own statements find (or, on first sight, create) their row."""
+    try:
+        _check_body(event)
+        if authenticated:
+            viewer = _viewer(event.get("headers") or {})
+            app.append_context(viewer=viewer)  # type: ignore[no-untyped-call]
+    except AppError as exc:
+        return _early_response(exc.status, exc.code, exc.message, _app_error_headers(exc))
+    except Exception:
+        logger.exception("unhandled error before routing")
+        return _early_response(500, "internal_error", "Something went wrong on our side.", {})
+    return app.resolve(event, context)
 
 
-def request_user(app: APIGatewayHttpResolver) -> User:
-    """The signed-in user of the current request (set by `resolve`)."""
-    user: User = app.context["user"]
-    return user
+def _early_response(
+    status: int, code: str, message: str, headers: dict[str, str]
+) -> dict[str, Any]:
+    return {
+        "statusCode": status,
+        "headers": {"Content-Type": content_types.APPLICATION_JSON, **headers},
+        "body": _error_body(code, message),
+        "isBase64Encoded": False,
+    }
 
 
-def _authenticated_user(headers: dict[str, str]) -> User:
+def request_viewer(app: APIGatewayHttpResolver) -> users.Viewer:
+    """The signed-in traveller of the current request (set by `resolve`)."""
+    viewer: users.Viewer = app.context["viewer"]
+    return viewer
+
+
+def _viewer(headers: dict[str, str]) -> users.Viewer:
     # Imported here so the webhook function, which has no tokens, does not load PyJWT; the
     # API functions import shared.auth themselves, at cold start.
     from shared.auth import authenticate
@@ -168,7 +175,7 @@ def _authenticated_user(headers: dict[str, str]) -> User:
 
     authorization = next((v for k, v in headers.items() if k.lower() == "authorization"), None)
     identity = authenticate(authorization)
-    return users.ensure_user_exists(
+    return users.Viewer(
         identity.clerk_id,
         identity.email,
         identity.name,

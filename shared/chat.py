@@ -20,9 +20,10 @@ from shared import db, queries
 from shared.backboard import get_backboard
 from shared.config import get_settings
 from shared.errors import AppError, Conflict, RateLimited, ValidationFailed
-from shared.models import Message, MessageOut, MessagePage, User
+from shared.models import Message, MessageOut, MessagePage
 from shared.pagination import decode_cursor, encode_cursor
-from shared.trips import TripNotFound
+from shared.trips import not_found
+from shared.users import Viewer
 
 logger = Logger(child=True)
 
@@ -37,20 +38,23 @@ class Turn:
 
 
 def list_messages(
-    user: User, trip_id: str, *, limit: int, before: str | None, after: str | None
+    viewer: Viewer, trip_id: str, *, limit: int, before: str | None, after: str | None
 ) -> MessagePage:
     """A page of the trip's messages in conversation order: the latest page by default,
-    older ones with `before`, newer ones with `after` (cursors from earlier pages)."""
+    older ones with `before`, newer ones with `after` (cursors from earlier pages). One
+    statement for a known user."""
     if before and after:
         raise ValidationFailed("Use either before or after, not both.")
     before_key = decode_cursor(before, name="before") if before else None
     after_key = decode_cursor(after, name="after") if after else None
-    with db.connection() as conn:
-        rows = queries.list_owned_messages(
-            conn, trip_id, user.id, limit=limit + 1, before=before_key, after=after_key
+    found = db.read(
+        lambda conn: queries.list_trip_messages(
+            conn, viewer.clerk_id, trip_id, limit=limit + 1, before=before_key, after=after_key
         )
-    if rows is None:
-        raise TripNotFound()
+    )
+    if not found.trip_found:
+        not_found(viewer)
+    rows = found.messages
     more = len(rows) > limit
     if after_key is not None:  # ascending from the cursor: the extra row is the newest
         page = rows[:limit]
@@ -65,7 +69,7 @@ def list_messages(
     )
 
 
-def send_message(user: User, trip_id: str, content: str, idempotency_key: str | None) -> Turn:
+def send_message(viewer: Viewer, trip_id: str, content: str, idempotency_key: str | None) -> Turn:
     """Store the user's message, ask the assistant (memory "Auto": it remembers the traveller
     across trips), store the reply. Backboard failing leaves the user's message stored and
     raises 502/503; retrying with the same key resumes the same turn."""
@@ -78,7 +82,7 @@ def send_message(user: User, trip_id: str, content: str, idempotency_key: str | 
     with db.connection() as conn:
         start = queries.begin_turn(
             conn,
-            user_id=user.id,
+            clerk_id=viewer.clerk_id,
             session_id=trip_id,
             idempotency_key=key,
             content=content,
@@ -86,27 +90,29 @@ def send_message(user: User, trip_id: str, content: str, idempotency_key: str | 
             rate_limit=settings.message_rate_limit_per_minute,
             lease_seconds=lease,
         )
-        if not start.session_found:
-            raise TripNotFound()
+        if start.user_id is None or not start.session_found:
+            not_found(viewer)
+        user_id = start.user_id
         if start.new_user_message is not None:
             user_message = start.new_user_message
         else:
             resumed = _resume(
-                conn, start, user=user, trip_id=trip_id, key=key, sha=sha, lease=lease
+                conn, start, user_id=user_id, trip_id=trip_id, key=key, sha=sha, lease=lease
             )
             if isinstance(resumed, Turn):
                 return resumed
             user_message = resumed
+    # No connection is held while the assistant answers.
     try:
         reply = get_backboard().add_message(start.thread_id, content)
     except AppError as exc:
         with db.connection() as conn:
-            if not queries.release_turn(conn, user_id=user.id, idempotency_key=key):
+            if not queries.release_turn(conn, user_id=user_id, idempotency_key=key):
                 raise TripDeleted() from exc
         raise
     with db.connection() as conn:
         assistant_message = queries.finish_turn(
-            conn, user_id=user.id, idempotency_key=key, session_id=trip_id, reply=reply
+            conn, user_id=user_id, idempotency_key=key, session_id=trip_id, reply=reply
         )
     return Turn(user_message, assistant_message, replayed=False)
 
@@ -115,7 +121,7 @@ def _resume(
     conn: db.Connection,
     start: queries.TurnStart,
     *,
-    user: User,
+    user_id: str,
     trip_id: str,
     key: str,
     sha: str,
@@ -138,9 +144,12 @@ def _resume(
         raise IdempotencyKeyReused()
     if start.existing_assistant_message is not None:
         return Turn(start.existing_user_message, start.existing_assistant_message, replayed=True)
-    if start.existing_lease_active or not queries.reclaim_turn(
-        conn, user_id=user.id, idempotency_key=key, lease_seconds=lease
-    ):
+    if start.existing_lease_seconds_left > 0:
+        raise Conflict(
+            "A request with this Idempotency-Key is in progress.",
+            retry_after=start.existing_lease_seconds_left,
+        )
+    if not queries.reclaim_turn(conn, user_id=user_id, idempotency_key=key, lease_seconds=lease):
         raise Conflict("A request with this Idempotency-Key is in progress.", retry_after=2)
     logger.info("resuming an unfinished turn", extra={"session_id": trip_id})
     return start.existing_user_message

@@ -1,21 +1,40 @@
-"""The connection pool: one per container, created on first use, reused by warm invocations.
+"""The connection pool, and the one way statements reach PostgreSQL.
 
-This is the Python counterpart of the seed's Prisma client singleton. Lambda runs one request
-at a time per container, so the pool stays small (DB_POOL_MAX_SIZE, default 2: one for the
-request, one spare for the rare nested use); hundreds of containers then stay within what
-PostgreSQL (or RDS Proxy in front of it) accepts.
+One pool per container (the seed's Prisma client singleton), created on first use and reused
+by warm invocations. Lambda runs one request at a time per container, so the pool holds one
+connection by default (DB_POOL_MAX_SIZE): hundreds of containers stay within what PostgreSQL,
+or the pooler in front of it, accepts.
+
+Pooler-safe by construction (DESIGN.md, decision 9): DATABASE_URL may be a PgBouncer in
+transaction mode, RDS Proxy, or a Neon / Supabase / Vercel pooled URL.
+- No startup `options`: the statement timeout and the UTC time zone are set with
+  `set_config(..., is_local => true)` in front of each unit of work, so they last exactly one
+  transaction and never reach the next client of a shared server connection.
+- An autocommit statement goes out as one pipeline, [settings, statement, Sync]: one round
+  trip, run as one implicit transaction. Explicit transactions send the settings after BEGIN.
+- Prepared statements only with DB_PREPARED_STATEMENTS=true (PgBouncer before 1.21 and RDS
+  Proxy break or pin on them); locks are transaction-scoped, never session-scoped.
+
+Round trips are the unit of cost (decision 10): a checkout does not ping. A connection is
+checked only when it sat idle longer than DB_IDLE_CHECK_SECONDS or its socket shows that the
+server hung up, and a read that still meets a dead connection runs once more on a fresh one.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+import select
+import time
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, LiteralString, Self, TypeVar
 
 import psycopg
 from aws_lambda_powertools import Logger
+from psycopg.abc import Params, QueryNoTemplate
+from psycopg.pq import PipelineStatus, TransactionStatus
+from psycopg.rows import Row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from shared.config import database_url, get_settings
@@ -25,18 +44,86 @@ from shared.errors import Conflict, DatabaseUnavailable
 logger = Logger(child=True)
 
 Connection = psycopg.Connection[Any]
+T = TypeVar("T")
+
+# Transaction-local (is_local => true): gone when the unit of work's transaction ends.
+SESSION_SETTINGS: LiteralString = (
+    "SELECT set_config('statement_timeout', %s, true), set_config('TimeZone', 'UTC', true)"
+)
+
+
+def send_settings(conn: Connection) -> None:
+    """The statement timeout and UTC for the current transaction (or pipeline)."""
+    timeout = f"{get_settings().db_statement_timeout_ms}ms"
+    psycopg.Cursor(conn).execute(SESSION_SETTINGS, (timeout,))
+
+
+class SettingsCursor(psycopg.Cursor[Row]):
+    """Every autocommit statement runs with the request settings, in one round trip.
+
+    Outside a transaction, the settings and the statement are pipelined and end in one Sync:
+    PostgreSQL runs them as one implicit transaction, so the settings apply to the statement
+    and vanish with it. Inside a transaction or a pipeline the caller has sent them already."""
+
+    # Only the plain-query form: this project writes no t-string (Template) queries.
+    def execute(  # type: ignore[override]
+        self,
+        query: QueryNoTemplate,
+        params: Params | None = None,
+        *,
+        prepare: bool | None = None,
+        binary: bool | None = None,
+    ) -> Self:
+        conn = self.connection
+        if (
+            conn.autocommit
+            and conn.info.transaction_status == TransactionStatus.IDLE
+            and conn.info.pipeline_status == PipelineStatus.OFF
+        ):
+            with conn.pipeline():
+                send_settings(conn)
+                super().execute(query, params, prepare=prepare, binary=binary)
+            return self
+        super().execute(query, params, prepare=prepare, binary=binary)
+        return self
 
 
 def connection_kwargs() -> dict[str, Any]:
-    """Per-connection settings: UTC session time zone (timestamps are stored as UTC, as
-    Prisma does), the statement timeout, and a bounded connect time."""
+    """How every connection is opened: nothing a transaction-mode pooler would refuse."""
     settings = get_settings()
     return {
         "autocommit": True,
         "connect_timeout": max(1, round(settings.db_connect_timeout_seconds)),
         "application_name": "tripchat",
-        "options": f"-c statement_timeout={settings.db_statement_timeout_ms} -c TimeZone=UTC",
+        "cursor_factory": SettingsCursor,
+        # None: never prepare server-side (psycopg's default prepares after 5 executions).
+        "prepare_threshold": 5 if settings.db_prepared_statements else None,
     }
+
+
+# When each pooled connection was last handed back (or opened): the idle check reads it.
+_returned_at: weakref.WeakKeyDictionary[Connection, float] = weakref.WeakKeyDictionary()
+
+
+def _stamp(conn: Connection) -> None:
+    _returned_at[conn] = time.monotonic()
+
+
+def _server_hung_up(conn: Connection) -> bool:
+    """An idle connection has nothing to read unless the server closed it or sent a FATAL
+    (restart, idle kill, failover): a look at the socket that costs no round trip."""
+    try:
+        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    except (OSError, ValueError, psycopg.Error):
+        return True
+    return bool(readable)
+
+
+def _check(conn: Connection) -> None:
+    idle_for = time.monotonic() - _returned_at.get(conn, 0.0)
+    if idle_for > get_settings().db_idle_check_seconds or _server_hung_up(conn):
+        # Raises on a dead connection: the pool discards it and hands out another.
+        psycopg.Cursor(conn).execute("")
 
 
 def _open_pool() -> ConnectionPool[Connection]:
@@ -47,9 +134,9 @@ def _open_pool() -> ConnectionPool[Connection]:
         min_size=1,
         max_size=settings.db_pool_max_size,
         timeout=settings.db_connect_timeout_seconds,
-        # A connection PostgreSQL dropped (restart, failover, idle kill) is found and
-        # replaced at checkout instead of failing the request that gets it.
-        check=ConnectionPool.check_connection,
+        configure=_stamp,
+        reset=_stamp,
+        check=_check,
         name="tripchat",
         open=False,
     )
@@ -74,30 +161,89 @@ def close_pool() -> None:
     _pool.reset()
 
 
+# The connection the current unit of work holds: nested units share it, so a pool of one
+# never waits on itself.
+_held: ContextVar[Connection | None] = ContextVar("tripchat_connection", default=None)
+
+
 @contextmanager
 def connection() -> Iterator[Connection]:
-    """An autocommit connection from the pool: each statement is its own transaction, which
-    keeps single-statement reads at one round trip. Lost connections become 503s.
+    """A pooled autocommit connection for one unit of work, returned when the block ends (so
+    none is held while Backboard answers). Lost connections become 503s."""
+    held = _held.get()
+    if held is not None:
+        yield held
+        return
+    with _translated(), _checkout() as conn:
+        token = _held.set(conn)
+        try:
+            yield conn
+        finally:
+            _held.reset(token)
 
-    Inside `request_scope()` every call gets the request's one connection, checked out (and
-    checked for liveness) once per request instead of once per query."""
-    scope = _scope.get()
+
+def read(work: Callable[[Connection], T]) -> T:
+    """Run a read-only unit of work; one that meets a dead connection (the server restarted
+    since the last check) runs once more on a fresh connection, which a read can afford."""
+    held = _held.get()
+    if held is not None:
+        return work(held)
+    with _translated():
+        try:
+            return _run(work)
+        except _ConnectionLost:
+            logger.info("database connection lost; retrying the read once")
+        return _run(work)
+
+
+class _ConnectionLost(psycopg.OperationalError):
+    pass
+
+
+def _run(work: Callable[[Connection], T]) -> T:
+    with _checkout() as conn:
+        token = _held.set(conn)
+        try:
+            return work(conn)
+        except psycopg.OperationalError as exc:
+            if conn.broken:
+                raise _ConnectionLost(str(exc)) from exc
+            raise
+        finally:
+            _held.reset(token)
+
+
+@contextmanager
+def transaction() -> Iterator[Connection]:
+    """A connection inside one transaction with the request settings: committed when the
+    block ends, rolled back when it raises, so multi-statement writes are all-or-nothing."""
+    with connection() as conn, conn.transaction():
+        send_settings(conn)
+        yield conn
+
+
+# Only the races the code expects are conflicts a client should retry; any other constraint
+# violation is a bug and must surface as one.
+RETRYABLE_CONSTRAINTS = frozenset({"Message_sessionId_fkey", "Session_userId_fkey"})
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
     try:
-        if scope is None:
-            with _checkout() as conn:
-                yield conn
-            return
-        if scope.conn is None:
-            scope.checkout = _checkout()
-            scope.conn = scope.checkout.__enter__()
-        yield scope.conn
+        yield
+    except psycopg.errors.QueryCanceled as exc:
+        logger.warning("statement timed out", extra={"error": type(exc).__name__})
+        raise DatabaseUnavailable() from exc
     except psycopg.OperationalError as exc:
         logger.warning("database operational error", extra={"error": type(exc).__name__})
         raise DatabaseUnavailable() from exc
     except psycopg.IntegrityError as exc:
-        # A row this request relies on changed meanwhile (e.g. its trip was deleted while
-        # the assistant was answering): the constraints held; tell the client to re-read.
-        logger.info("integrity conflict", extra={"constraint": exc.diag.constraint_name})
+        constraint = exc.diag.constraint_name
+        if constraint not in RETRYABLE_CONSTRAINTS:
+            raise
+        # A row this request relies on went away meanwhile (its trip was deleted while the
+        # assistant was answering): the constraints held; tell the client to re-read.
+        logger.info("integrity conflict", extra={"constraint": constraint})
         raise Conflict("The data changed while the request ran; reload and retry.") from exc
 
 
@@ -115,36 +261,3 @@ def _checkout() -> Iterator[Connection]:
             # instead, which recovers as soon as the server is back.
             _pool.reset(only=pool)
         raise DatabaseUnavailable() from exc
-
-
-class _Scope:
-    def __init__(self) -> None:
-        self.conn: Connection | None = None
-        self.checkout: AbstractContextManager[Connection] | None = None
-
-
-_scope: ContextVar[_Scope | None] = ContextVar("tripchat_request_scope", default=None)
-
-
-@contextmanager
-def request_scope() -> Iterator[None]:
-    """One pooled connection for everything a request does, returned when it ends."""
-    scope = _Scope()
-    token = _scope.set(scope)
-    try:
-        yield
-    finally:
-        _scope.reset(token)
-        if scope.checkout is not None:
-            # Back to the pool; a connection left broken or mid-transaction is discarded
-            # or rolled back there.
-            with contextlib.suppress(psycopg.Error):
-                scope.checkout.__exit__(None, None, None)
-
-
-@contextmanager
-def transaction() -> Iterator[Connection]:
-    """A connection inside one transaction: committed when the block ends, rolled back when it
-    raises, so multi-statement writes are all-or-nothing."""
-    with connection() as conn, conn.transaction():
-        yield conn

@@ -2,8 +2,9 @@
 
 - Each file runs in its own transaction together with its row in the tracking table, so a
   failing statement leaves neither a half-applied file nor a record of it.
-- A PostgreSQL advisory lock serializes migrators: two deploys or containers started at once
-  apply each file exactly once.
+- A transaction-scoped PostgreSQL advisory lock, taken by every migration transaction,
+  serializes migrators: two deploys or containers started at once apply each file exactly
+  once, also through a transaction-mode pooler (a session lock would not hold there).
 - An applied file whose content changed is refused: history is append-only.
 - `verify` compares the live schema with `sql/expected_schema.json` (the schema a fresh
   database has after every file; a test keeps the two in step) and lists every difference.
@@ -81,13 +82,21 @@ def load_files(directory: Path | None = None) -> list[MigrationFile]:
 
 
 def connect(url: str, connect_timeout: int = 10) -> psycopg.Connection[Any]:
+    """A plain connection: no startup options and no prepared statements, so it also works
+    through a pooler (a direct URL is still preferred: see config.direct_database_url)."""
     try:
         return psycopg.connect(
-            url, autocommit=True, connect_timeout=connect_timeout, options="-c TimeZone=UTC"
+            url, autocommit=True, connect_timeout=connect_timeout, prepare_threshold=None
         )
     except psycopg.OperationalError as exc:
         # psycopg's message names host and port, never the password.
         raise MigrationError(f"Cannot connect to the database: {exc}".strip()) from exc
+
+
+def _begin_locked(conn: psycopg.Connection[Any]) -> None:
+    """Inside a transaction: wait for other migrators, then work in UTC until it ends."""
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_LOCK_KEY,))
+    conn.execute("SELECT set_config('TimeZone', 'UTC', true)")
 
 
 def _ensure_tracking_table(conn: psycopg.Connection[Any]) -> None:
@@ -118,33 +127,30 @@ def apply(conn: psycopg.Connection[Any], files: list[MigrationFile] | None = Non
     """Apply every pending file, in name order, each in its own transaction."""
     files = load_files() if files is None else files
     report = ApplyReport()
-    conn.execute("SELECT pg_advisory_lock(%s)", (ADVISORY_LOCK_KEY,))
-    try:
+    with conn.transaction():
+        _begin_locked(conn)
         _ensure_tracking_table(conn)
-        # Read after taking the lock: a migrator that waited sees what the other applied.
-        applied = _applied(conn)
-        _refuse_changed(files, applied)
-        for file in files:
-            if file.name in applied:
-                report.already_applied.append(file.name)
-                continue
-            try:
-                with conn.transaction():
-                    conn.execute(file.sql.encode())
-                    conn.execute(
-                        f"INSERT INTO {TRACKING_SCHEMA}.{TRACKING_TABLE} (name, sha256) "
-                        "VALUES (%s, %s)",
-                        (file.name, file.sha256),
-                    )
-            except psycopg.Error as exc:
-                raise MigrationError(
-                    f"{file.name} failed and was rolled back (nothing of it is applied): "
-                    f"{str(exc).strip()}"
-                ) from exc
-            report.applied.append(file.name)
-    finally:
-        if not conn.closed:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_LOCK_KEY,))
+        _refuse_changed(files, _applied(conn))
+    for file in files:
+        try:
+            with conn.transaction():
+                _begin_locked(conn)
+                # Read under the lock: a migrator that waited sees what the other applied.
+                if file.name in _applied(conn):
+                    report.already_applied.append(file.name)
+                    continue
+                conn.execute(file.sql.encode())
+                conn.execute(
+                    f"INSERT INTO {TRACKING_SCHEMA}.{TRACKING_TABLE} (name, sha256) "
+                    "VALUES (%s, %s)",
+                    (file.name, file.sha256),
+                )
+        except psycopg.Error as exc:
+            raise MigrationError(
+                f"{file.name} failed and was rolled back (nothing of it is applied): "
+                f"{str(exc).strip()}"
+            ) from exc
+        report.applied.append(file.name)
     return report
 
 

@@ -1,6 +1,8 @@
 """Typed queries: parameterized SQL only, one function per statement, rows as models.
 
-Every function takes the connection it runs on, so callers choose the transaction. Pagination
+Every function takes the connection it runs on, so callers choose the transaction. The
+request path knows the signed-in user by Clerk id only: its reads look the user up inside
+the same statement (one round trip) and say when there is no such user yet. Pagination
 is keyset-based on ("createdAt", "id"), which the indexes serve directly: a page costs the same
 at the first trip as at the ten-thousandth.
 """
@@ -11,7 +13,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import LiteralString, TypeVar
 
-from psycopg.rows import class_row
+from psycopg.rows import class_row, dict_row
 
 from shared.db import Connection
 from shared.models import Message, Role, Session, User
@@ -73,35 +75,47 @@ def insert_session(
         return _one(cur.fetchone())
 
 
-def get_session_for_user(conn: Connection, session_id: str, user_id: str) -> Session | None:
+@dataclass(frozen=True)
+class TripList:
+    owner_id: str | None  # None: no User row for this Clerk id (yet)
+    trips: list[Session]
+
+
+def list_trips_of(
+    conn: Connection, clerk_id: str, *, limit: int, after: Keyset | None = None
+) -> TripList:
+    """The user's trips, newest first, `after` the last trip of the previous page; the
+    user's row is found in the same statement (an existing user with no trips yields one
+    row of NULL trip columns)."""
+    condition: LiteralString = 'AND ("createdAt", "id") < (%s, %s) ' if after else ""
+    keys = (_db_timestamp(after[0]), after[1]) if after else ()
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            'SELECT u."id" AS "ownerId", s.* FROM "User" u LEFT JOIN LATERAL ('
+            f' SELECT {_SESSION_COLUMNS} FROM "Session" WHERE "userId" = u."id" {condition}'
+            ' ORDER BY "createdAt" DESC, "id" DESC LIMIT %s'
+            ') s ON true WHERE u."clerkId" = %s',
+            (*keys, limit, clerk_id),
+        ).fetchall()
+    if not rows:
+        return TripList(None, [])
+    trips = [Session.model_validate(row) for row in rows if row["id"] is not None]
+    return TripList(str(rows[0]["ownerId"]), trips)
+
+
+_OWNED_TRIP: LiteralString = (
+    '"id" = %s AND "userId" = (SELECT "id" FROM "User" WHERE "clerkId" = %s)'
+)
+
+
+def get_trip_of(conn: Connection, clerk_id: str, session_id: str) -> Session | None:
     """The trip, only if it belongs to the user: someone else's trip reads as missing."""
     with conn.cursor(row_factory=class_row(Session)) as cur:
         cur.execute(
-            f'SELECT {_SESSION_COLUMNS} FROM "Session" WHERE "id" = %s AND "userId" = %s',
-            (session_id, user_id),
+            f'SELECT {_SESSION_COLUMNS} FROM "Session" WHERE {_OWNED_TRIP}',
+            (session_id, clerk_id),
         )
         return cur.fetchone()
-
-
-def list_sessions_for_user(
-    conn: Connection, user_id: str, *, limit: int, after: Keyset | None = None
-) -> list[Session]:
-    """The user's trips, newest first; `after` is the last trip of the previous page."""
-    with conn.cursor(row_factory=class_row(Session)) as cur:
-        if after is None:
-            cur.execute(
-                f'SELECT {_SESSION_COLUMNS} FROM "Session" WHERE "userId" = %s '
-                'ORDER BY "createdAt" DESC, "id" DESC LIMIT %s',
-                (user_id, limit),
-            )
-        else:
-            cur.execute(
-                f'SELECT {_SESSION_COLUMNS} FROM "Session" WHERE "userId" = %s '
-                'AND ("createdAt", "id") < (%s, %s) '
-                'ORDER BY "createdAt" DESC, "id" DESC LIMIT %s',
-                (user_id, _db_timestamp(after[0]), after[1], limit),
-            )
-        return cur.fetchall()
 
 
 # Messages
@@ -128,30 +142,6 @@ def _page(
     if before is not None:
         return "DESC", 'AND ("createdAt", "id") < (%s, %s) ', (_db_timestamp(before[0]), before[1])
     return "DESC", "", ()
-
-
-def list_messages(
-    conn: Connection,
-    session_id: str,
-    *,
-    limit: int,
-    before: Keyset | None = None,
-    after: Keyset | None = None,
-) -> list[Message]:
-    """A page of a trip's messages, always returned in conversation order (createdAt, then id).
-
-    With `after`: the first `limit` messages after that position. Otherwise the last `limit`
-    messages (before `before`, when given): the latest page, which is what a chat opens on.
-    """
-    order, condition, keys = _page(before, after)
-    with conn.cursor(row_factory=class_row(Message)) as cur:
-        cur.execute(
-            f'SELECT {_MESSAGE_COLUMNS} FROM "Message" WHERE "sessionId" = %s {condition}'
-            f'ORDER BY "createdAt" {order}, "id" {order} LIMIT %s',
-            (session_id, *keys, limit),
-        )
-        rows = cur.fetchall()
-    return rows if order == "ASC" else rows[::-1]
 
 
 T = TypeVar("T")
@@ -237,22 +227,21 @@ def delete_user_rows(conn: Connection, user_id: str) -> list[str]:
 # Trips: rename, delete, and a message page checked against the owner in one statement
 
 
-def rename_session(conn: Connection, session_id: str, user_id: str, title: str) -> Session | None:
+def rename_trip_of(conn: Connection, clerk_id: str, session_id: str, title: str) -> Session | None:
     with conn.cursor(row_factory=class_row(Session)) as cur:
         cur.execute(
-            'UPDATE "Session" SET "title" = %s WHERE "id" = %s AND "userId" = %s '
-            f"RETURNING {_SESSION_COLUMNS}",
-            (title, session_id, user_id),
+            f'UPDATE "Session" SET "title" = %s WHERE {_OWNED_TRIP} RETURNING {_SESSION_COLUMNS}',
+            (title, session_id, clerk_id),
         )
         return cur.fetchone()
 
 
-def delete_session_rows(conn: Connection, session_id: str, user_id: str) -> str | None:
+def delete_trip_rows_of(conn: Connection, clerk_id: str, session_id: str) -> str | None:
     """Delete the user's trip with its messages and turns, children first; returns its
     Backboard thread id, or None when the user has no such trip. Run inside a transaction."""
     row = conn.execute(
-        'SELECT "threadId" FROM "Session" WHERE "id" = %s AND "userId" = %s FOR UPDATE',
-        (session_id, user_id),
+        f'SELECT "threadId" FROM "Session" WHERE {_OWNED_TRIP} FOR UPDATE',
+        (session_id, clerk_id),
     ).fetchone()
     if row is None:
         return None
@@ -262,34 +251,44 @@ def delete_session_rows(conn: Connection, session_id: str, user_id: str) -> str 
     return str(row[0])
 
 
-def list_owned_messages(
+@dataclass(frozen=True)
+class TripMessages:
+    owner_id: str | None  # None: no User row for this Clerk id (yet)
+    trip_found: bool  # False: no such trip, or someone else's
+    messages: list[Message]  # in conversation order
+
+
+def list_trip_messages(
     conn: Connection,
+    clerk_id: str,
     session_id: str,
-    user_id: str,
     *,
     limit: int,
     before: Keyset | None = None,
     after: Keyset | None = None,
-) -> list[Message] | None:
-    """Like list_messages, but None when the trip is not the user's; still one round trip:
-    the page is a lateral join on the owned trip, so an empty trip yields one all-NULL row."""
+) -> TripMessages:
+    """A page of a trip's messages in conversation order (createdAt, then id), checked
+    against the owner in the same statement: with `after`, the first `limit` messages after
+    it; otherwise the last `limit` (before `before`, when given), the page a chat opens on."""
     order, condition, keys = _page(before, after)
-    rows = conn.execute(
-        'SELECT m."id", m."role", m."content", m."sessionId", m."createdAt" '
-        'FROM "Session" s LEFT JOIN LATERAL ('
-        f' SELECT {_MESSAGE_COLUMNS} FROM "Message" WHERE "sessionId" = s."id" {condition}'
-        f' ORDER BY "createdAt" {order}, "id" {order} LIMIT %s'
-        ') m ON true WHERE s."id" = %s AND s."userId" = %s',
-        (*keys, limit, session_id, user_id),
-    ).fetchall()
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            'SELECT u."id" AS "ownerId", s."id" AS "tripId", m.* FROM "User" u '
+            'LEFT JOIN "Session" s ON s."id" = %s AND s."userId" = u."id" '
+            "LEFT JOIN LATERAL ("
+            f' SELECT {_MESSAGE_COLUMNS} FROM "Message" WHERE "sessionId" = s."id" {condition}'
+            f' ORDER BY "createdAt" {order}, "id" {order} LIMIT %s'
+            ') m ON true WHERE u."clerkId" = %s',
+            (session_id, *keys, limit, clerk_id),
+        ).fetchall()
     if not rows:
-        return None
-    messages = [
-        Message(id=r[0], role=r[1], content=r[2], session_id=r[3], created_at=r[4])
-        for r in rows
-        if r[0] is not None
-    ]
-    return messages if order == "ASC" else messages[::-1]
+        return TripMessages(None, False, [])
+    messages = [Message.model_validate(row) for row in rows if row["id"] is not None]
+    return TripMessages(
+        str(rows[0]["ownerId"]),
+        rows[0]["tripId"] is not None,
+        messages if order == "ASC" else messages[::-1],
+    )
 
 
 # Message turns: idempotent sends with a per-user rate limit
@@ -299,6 +298,7 @@ def list_owned_messages(
 class TurnStart:
     """What beginning a turn found or did; exactly one of the outcomes applies."""
 
+    user_id: str | None  # None: no User row for this Clerk id (yet)
     session_found: bool
     thread_id: str = ""
     rate_count: int | None = None  # this window's count; None when the window was not touched
@@ -309,23 +309,27 @@ class TurnStart:
     existing_sha256: str | None = None
     existing_user_message: Message | None = None
     existing_assistant_message: Message | None = None
-    existing_lease_active: bool = False
+    existing_lease_seconds_left: int = 0  # > 0 while another request holds the turn
 
 
 _BEGIN_TURN: LiteralString = """
-WITH s AS (
-    SELECT "id", "threadId" FROM "Session" WHERE "id" = %(session)s AND "userId" = %(user)s
+WITH u AS (
+    SELECT "id" FROM "User" WHERE "clerkId" = %(clerk)s
+), s AS (
+    SELECT s."id", s."threadId", s."userId" FROM "Session" s JOIN u ON u."id" = s."userId"
+    WHERE s."id" = %(session)s
 ), existing AS (
-    SELECT t.request_sha256, t.lease_until > now() AS lease_active, t.session_id,
+    SELECT t.request_sha256, t.session_id,
+           ceil(extract(epoch FROM t.lease_until - now()))::int AS lease_left,
            um."id" AS u_id, um."content" AS u_content, um."createdAt" AS u_at,
            am."id" AS a_id, am."content" AS a_content, am."createdAt" AS a_at
     FROM tripchat.message_turn t
     JOIN "Message" um ON um."id" = t.user_message_id
     LEFT JOIN "Message" am ON am."id" = t.assistant_message_id
-    WHERE t.user_id = %(user)s AND t.idempotency_key = %(key)s
+    WHERE t.user_id = (SELECT "id" FROM u) AND t.idempotency_key = %(key)s
 ), rate AS (
     INSERT INTO tripchat.rate_limit AS r (user_id, window_start, request_count)
-    SELECT %(user)s, date_trunc('minute', now()), 1
+    SELECT s."userId", date_trunc('minute', now()), 1
     FROM s WHERE NOT EXISTS (SELECT 1 FROM existing)
     ON CONFLICT (user_id) DO UPDATE SET
         request_count = CASE WHEN r.window_start = EXCLUDED.window_start
@@ -335,7 +339,7 @@ WITH s AS (
 ), turn AS (
     INSERT INTO tripchat.message_turn
         (user_id, idempotency_key, session_id, request_sha256, user_message_id, lease_until)
-    SELECT %(user)s, %(key)s, s."id", %(sha)s, gen_random_uuid()::text,
+    SELECT s."userId", %(key)s, s."id", %(sha)s, gen_random_uuid()::text,
            now() + make_interval(secs => %(lease)s)
     FROM s, rate WHERE rate.request_count <= %(limit)s
     ON CONFLICT (user_id, idempotency_key) DO NOTHING
@@ -345,12 +349,12 @@ WITH s AS (
     SELECT user_message_id, session_id, 'user', %(content)s FROM turn
     RETURNING "id", "createdAt"
 )
-SELECT (SELECT "threadId" FROM s),
-       (SELECT request_count FROM rate),
-       (SELECT ceil(extract(epoch FROM window_start + interval '1 minute' - now()))::int FROM rate),
-       msg."id", msg."createdAt",
-       e.request_sha256, e.lease_active, e.u_id, e.u_content, e.u_at, e.a_id, e.a_content, e.a_at,
-       e.session_id
+SELECT (SELECT "id" FROM u) AS user_id,
+       (SELECT "threadId" FROM s) AS thread_id,
+       (SELECT request_count FROM rate) AS rate_count,
+       (SELECT ceil(extract(epoch FROM window_start + interval '1 minute' - now()))::int
+        FROM rate) AS rate_retry_after,
+       msg."id" AS new_id, msg."createdAt" AS new_at, e.*
 FROM (SELECT 1) one
 LEFT JOIN msg ON true
 LEFT JOIN existing e ON true
@@ -360,7 +364,7 @@ LEFT JOIN existing e ON true
 def begin_turn(
     conn: Connection,
     *,
-    user_id: str,
+    clerk_id: str,
     session_id: str,
     idempotency_key: str,
     content: str,
@@ -368,54 +372,66 @@ def begin_turn(
     rate_limit: int,
     lease_seconds: float,
 ) -> TurnStart:
-    """One statement: check the trip is the user's, find an earlier turn with this key, count
-    the request against the rate limit, and store the user's message with its turn."""
-    row = conn.execute(
-        _BEGIN_TURN,
-        {
-            "session": session_id,
-            "user": user_id,
-            "key": idempotency_key,
-            "sha": request_sha256,
-            "content": content,
-            "limit": rate_limit,
-            "lease": lease_seconds,
-        },
-    ).fetchone()
-    if row is None or row[0] is None:
-        return TurnStart(session_found=False)
-    thread_id, rate_count, retry_after = str(row[0]), row[1], row[2]
+    """One statement: find the user and check the trip is theirs, find an earlier turn with
+    this key, count the request against the rate limit, and store the user's message with
+    its turn."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(
+            _BEGIN_TURN,
+            {
+                "session": session_id,
+                "clerk": clerk_id,
+                "key": idempotency_key,
+                "sha": request_sha256,
+                "content": content,
+                "limit": rate_limit,
+                "lease": lease_seconds,
+            },
+        ).fetchone()
+    user_id = None if row is None or row["user_id"] is None else str(row["user_id"])
+    if row is None or row["thread_id"] is None:
+        return TurnStart(user_id=user_id, session_found=False)
     start = TurnStart(
+        user_id=user_id,
         session_found=True,
-        thread_id=thread_id,
-        rate_count=rate_count,
-        retry_after_seconds=max(1, int(retry_after or 1)),
+        thread_id=str(row["thread_id"]),
+        rate_count=row["rate_count"],
+        retry_after_seconds=max(1, int(row["rate_retry_after"] or 1)),
     )
-    if row[3] is not None:
+    if row["new_id"] is not None:
         new = Message(
-            id=row[3], role="user", content=content, session_id=session_id, created_at=row[4]
+            id=row["new_id"],
+            role="user",
+            content=content,
+            session_id=session_id,
+            created_at=row["new_at"],
         )
         return replace(start, new_user_message=new)
-    if row[5] is not None:
+    if row["request_sha256"] is not None:
+        trip = str(row["session_id"])
         existing_user = Message(
-            id=row[7], role="user", content=row[8], session_id=row[13], created_at=row[9]
+            id=row["u_id"],
+            role="user",
+            content=row["u_content"],
+            session_id=trip,
+            created_at=row["u_at"],
         )
         existing_reply = (
             Message(
-                id=row[10],
+                id=row["a_id"],
                 role="assistant",
-                content=row[11],
-                session_id=row[13],
-                created_at=row[12],
+                content=row["a_content"],
+                session_id=trip,
+                created_at=row["a_at"],
             )
-            if row[10] is not None
+            if row["a_id"] is not None
             else None
         )
         return replace(
             start,
-            existing_session_id=str(row[13]),
-            existing_sha256=str(row[5]),
-            existing_lease_active=bool(row[6]),
+            existing_session_id=trip,
+            existing_sha256=str(row["request_sha256"]),
+            existing_lease_seconds_left=max(0, int(row["lease_left"] or 0)),
             existing_user_message=existing_user,
             existing_assistant_message=existing_reply,
         )

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 from aws_lambda_powertools import Logger
 
 from shared import db, queries
 from shared.backboard import delete_quietly, get_backboard
 from shared.errors import NotFound
-from shared.models import Session, TripOut, TripPage, User
+from shared.models import Session, TripOut, TripPage
 from shared.pagination import decode_cursor, encode_cursor
+from shared.users import Viewer
 
 logger = Logger(child=True)
 
@@ -18,19 +21,23 @@ class TripNotFound(NotFound):
     default_message = "No such trip."
 
 
-def list_trips(user: User, *, limit: int, cursor: str | None) -> TripPage:
-    """The user's trips, newest first, `limit` at a time."""
+def list_trips(viewer: Viewer, *, limit: int, cursor: str | None) -> TripPage:
+    """The user's trips, newest first, `limit` at a time: one statement for a known user."""
     after = decode_cursor(cursor) if cursor else None
-    with db.connection() as conn:
-        rows = queries.list_sessions_for_user(conn, user.id, limit=limit + 1, after=after)
-    page, more = rows[:limit], len(rows) > limit
+    found = db.read(
+        lambda conn: queries.list_trips_of(conn, viewer.clerk_id, limit=limit + 1, after=after)
+    )
+    if found.owner_id is None:
+        viewer.user()  # first sight: the row and the assistant; no trips yet
+    page, more = found.trips[:limit], len(found.trips) > limit
     next_cursor = encode_cursor(page[-1].created_at, page[-1].id) if more else None
     return TripPage(sessions=[TripOut.of(s) for s in page], next_cursor=next_cursor)
 
 
-def create_trip(user: User, title: str | None) -> Session:
+def create_trip(viewer: Viewer, title: str | None) -> Session:
     """A Backboard thread first, then the row; no row when Backboard fails (502/503), and the
     thread is deleted again when the row cannot be written."""
+    user = viewer.user()
     thread_id = get_backboard().create_thread(user.assistant_id)
     try:
         with db.connection() as conn:
@@ -44,27 +51,29 @@ def create_trip(user: User, title: str | None) -> Session:
     return session
 
 
-def get_trip(user: User, trip_id: str) -> Session:
+def get_trip(viewer: Viewer, trip_id: str) -> Session:
+    session = db.read(lambda conn: queries.get_trip_of(conn, viewer.clerk_id, trip_id))
+    return session or not_found(viewer)
+
+
+def rename_trip(viewer: Viewer, trip_id: str, title: str) -> Session:
     with db.connection() as conn:
-        session = queries.get_session_for_user(conn, trip_id, user.id)
-    if session is None:
-        raise TripNotFound()
-    return session
+        session = queries.rename_trip_of(conn, viewer.clerk_id, trip_id, title)
+    return session or not_found(viewer)
 
 
-def rename_trip(user: User, trip_id: str, title: str) -> Session:
-    with db.connection() as conn:
-        session = queries.rename_session(conn, trip_id, user.id, title)
-    if session is None:
-        raise TripNotFound()
-    return session
-
-
-def delete_trip(user: User, trip_id: str) -> None:
+def delete_trip(viewer: Viewer, trip_id: str) -> None:
     """Messages and trip in one transaction (no cascades), then the thread, best effort."""
     with db.transaction() as conn:
-        thread_id = queries.delete_session_rows(conn, trip_id, user.id)
+        thread_id = queries.delete_trip_rows_of(conn, viewer.clerk_id, trip_id)
     if thread_id is None:
-        raise TripNotFound()
+        not_found(viewer)
     delete_quietly("thread", thread_id)
     logger.info("trip deleted", extra={"session_id": trip_id})
+
+
+def not_found(viewer: Viewer) -> NoReturn:
+    """No such trip for this user. A user seen for the first time is still provisioned, as
+    on every route, before the 404."""
+    viewer.user()
+    raise TripNotFound()

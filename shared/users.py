@@ -49,6 +49,23 @@ class SyncOutcome(enum.Enum):
     IGNORED_DELETED = "ignored_deleted"  # the user was deleted; Clerk never reuses ids
 
 
+@dataclass(frozen=True)
+class Viewer:
+    """The signed-in traveller, known by Clerk id. The request path's statements find their
+    row themselves (one round trip); `user()` is the first-sight path: it returns the row,
+    creating it and the assistant when there is none yet."""
+
+    clerk_id: str
+    email: str | None = None
+    name: str | None = None
+    fetch_profile: Callable[[], ClerkProfile] | None = None
+
+    def user(self) -> User:
+        return ensure_user_exists(
+            self.clerk_id, self.email, self.name, fetch_profile=self.fetch_profile
+        )
+
+
 def ensure_user_exists(
     clerk_id: str,
     email: str | None,
@@ -63,8 +80,7 @@ def ensure_user_exists(
     ServiceInitializationError when the assistant cannot be created (no row is written) and
     AccountDeleted for a user erased by the Clerk webhook.
     """
-    with db.connection() as conn:
-        user = queries.get_user_by_clerk_id(conn, clerk_id)
+    user = db.read(lambda conn: queries.get_user_by_clerk_id(conn, clerk_id))
     if user is not None:
         return user
     if email is None and fetch_profile is not None:

@@ -13,11 +13,12 @@ from shared import config
 from shared.errors import ConfigurationError
 
 URL_VARS = ("DATABASE_URL", "POSTGRES_URL", "PRISMA_DATABASE_URL", "DATABASE_SECRET_ARN")
+DIRECT_VARS = config.DIRECT_DATABASE_URL_VARIABLES
 
 
 @pytest.fixture(autouse=True)
 def isolated_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name in URL_VARS:
+    for name in (*URL_VARS, *DIRECT_VARS):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
@@ -49,6 +50,23 @@ def test_empty_values_count_as_unset(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DATABASE_URL", "")
     monkeypatch.setenv("POSTGRES_URL", "postgresql://p@h/postgres")
     assert config.database_url() == "postgresql://p@h/postgres"
+
+
+def test_migrations_prefer_the_direct_url_in_neon_vercel_prisma_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://p@pooler/db")
+    assert config.direct_database_url() == "postgresql://p@pooler/db"  # none: the pooled one
+    monkeypatch.setenv("DIRECT_URL", "postgresql://p@direct/prisma")
+    assert config.direct_database_url() == "postgresql://p@direct/prisma"
+    monkeypatch.setenv("POSTGRES_URL_NON_POOLING", "postgresql://p@direct/vercel")
+    assert config.direct_database_url() == "postgresql://p@direct/vercel"
+    monkeypatch.setenv("DATABASE_URL_UNPOOLED", "postgresql://p@direct/neon")
+    assert config.direct_database_url() == "postgresql://p@direct/neon"
+    assert config.database_url() == "postgresql://p@pooler/db"  # requests keep the pooled one
+    monkeypatch.setenv("DATABASE_URL_UNPOOLED", "prisma+postgres://accelerate")
+    with pytest.raises(ConfigurationError, match="DATABASE_URL_UNPOOLED"):
+        config.direct_database_url()
 
 
 def test_nothing_configured_names_every_option() -> None:
@@ -128,12 +146,14 @@ def test_secret_setting_from_env_or_secrets_manager(monkeypatch: pytest.MonkeyPa
 
 
 def test_settings_defaults_and_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert config.get_settings().db_pool_max_size == 2
+    defaults = config.get_settings()
+    assert defaults.db_pool_max_size == 1 and defaults.db_prepared_statements is False
     monkeypatch.setenv("DB_POOL_MAX_SIZE", "3")
+    monkeypatch.setenv("DB_PREPARED_STATEMENTS", "true")
     monkeypatch.setenv("CLERK_AUTHORIZED_PARTIES", "https://a.example, https://b.example,")
     config.reset_caches()
     settings = config.get_settings()
-    assert settings.db_pool_max_size == 3
+    assert settings.db_pool_max_size == 3 and settings.db_prepared_statements is True
     assert settings.clerk_authorized_parties == ("https://a.example", "https://b.example")
 
 

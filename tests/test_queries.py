@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import psycopg
 import pytest
 
 from shared import db, queries
-from shared.models import Session, User
+from shared.models import Message, Session, User
 
 Conn = psycopg.Connection[tuple[object, ...]]
 
@@ -40,8 +41,9 @@ def test_session_defaults_and_ownership(clean_db: str) -> None:
         untitled = queries.insert_session(conn, user_id=owner.id, thread_id="t1")
         titled = queries.insert_session(conn, user_id=owner.id, thread_id="t2", title="Kyoto")
         assert untitled.title == "New Trip" and titled.title == "Kyoto"
-        assert queries.get_session_for_user(conn, untitled.id, owner.id) == untitled
-        assert queries.get_session_for_user(conn, untitled.id, other.id) is None
+        assert queries.get_trip_of(conn, owner.clerk_id, untitled.id) == untitled
+        assert queries.get_trip_of(conn, other.clerk_id, untitled.id) is None
+        assert queries.get_trip_of(conn, "user_nobody", untitled.id) is None
 
 
 def _sessions_with_equal_timestamps(admin_conn: Conn, user_id: str, n: int) -> None:
@@ -61,7 +63,9 @@ def test_session_pages_are_newest_first_and_never_overlap(clean_db: str, admin_c
     after = None
     with db.connection() as conn:
         while True:
-            page = queries.list_sessions_for_user(conn, user.id, limit=7, after=after)
+            found = queries.list_trips_of(conn, user.clerk_id, limit=7, after=after)
+            assert found.owner_id == user.id
+            page = found.trips
             seen += page
             if len(page) < 7:
                 break
@@ -69,6 +73,16 @@ def test_session_pages_are_newest_first_and_never_overlap(clean_db: str, admin_c
     assert len(seen) == 25 and len({s.id for s in seen}) == 25
     keys = [(s.created_at, s.id) for s in seen]
     assert keys == sorted(keys, reverse=True)
+
+
+def test_trip_list_tells_a_user_without_trips_from_no_user(clean_db: str) -> None:
+    user = _new_user()
+    with db.connection() as conn:
+        assert queries.list_trips_of(conn, user.clerk_id, limit=5) == queries.TripList(user.id, [])
+        assert queries.list_trips_of(conn, "user_unknown", limit=5) == queries.TripList(None, [])
+
+
+CLERK_ID = "user_q"
 
 
 @pytest.fixture
@@ -95,30 +109,46 @@ def conversation(clean_db: str, admin_conn: Conn) -> tuple[str, list[str]]:
     return session.id, [str(r[0]) for r in rows]
 
 
+def _messages(conn: db.Connection, session_id: str, **page: Any) -> list[Message]:
+    found = queries.list_trip_messages(conn, CLERK_ID, session_id, **page)
+    assert found.trip_found
+    return found.messages
+
+
 def test_message_pages_walk_back_and_forth_in_order(conversation: tuple[str, list[str]]) -> None:
     session_id, ordered = conversation
     with db.connection() as conn:
-        latest = queries.list_messages(conn, session_id, limit=8)
+        latest = _messages(conn, session_id, limit=8)
         assert [m.id for m in latest] == ordered[-8:]
         # Backwards to the start.
         collected = [m.id for m in latest]
         page = latest
         while True:
-            page = queries.list_messages(
-                conn, session_id, limit=8, before=(page[0].created_at, page[0].id)
-            )
+            page = _messages(conn, session_id, limit=8, before=(page[0].created_at, page[0].id))
             if not page:
                 break
             collected = [m.id for m in page] + collected
         assert collected == ordered
         # Forwards from the first message.
-        first = queries.list_messages(
-            conn, session_id, limit=1, before=(latest[0].created_at, latest[0].id)
-        )
-        forward = queries.list_messages(
-            conn, session_id, limit=100, after=(first[0].created_at, first[0].id)
-        )
+        first = _messages(conn, session_id, limit=1, before=(latest[0].created_at, latest[0].id))
+        forward = _messages(conn, session_id, limit=100, after=(first[0].created_at, first[0].id))
         assert [m.id for m in forward] == ordered[ordered.index(first[0].id) + 1 :]
+
+
+def test_message_page_tells_missing_user_trip_and_empty_trip_apart(clean_db: str) -> None:
+    owner, other = _new_user("user_owner"), _new_user("user_other")
+    with db.connection() as conn:
+        trip = queries.insert_session(conn, user_id=owner.id, thread_id="t")
+        assert queries.list_trip_messages(
+            conn, owner.clerk_id, trip.id, limit=5
+        ) == queries.TripMessages(owner.id, True, [])
+        # Someone else's trip reads exactly like a missing one.
+        assert queries.list_trip_messages(
+            conn, other.clerk_id, trip.id, limit=5
+        ) == queries.TripMessages(other.id, False, [])
+        assert queries.list_trip_messages(
+            conn, "user_nobody", trip.id, limit=5
+        ) == queries.TripMessages(None, False, [])
 
 
 def test_insert_message_returns_utc_row(clean_db: str) -> None:

@@ -16,7 +16,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 # Every request verifies a token: load the JWT library with the function, not on the first request.
 import shared.auth  # noqa: F401
 from shared import chat
-from shared.api import ERROR_RESPONSES, create_app, request_user, resolve
+from shared.api import ERROR_RESPONSES, create_app, request_viewer, resolve
 from shared.models import MessageOut, MessagePage, SendMessageRequest, TurnOut
 
 logger = Logger(service="messages")
@@ -38,7 +38,7 @@ def list_messages(
     before: Cursor = None,
     after: Cursor = None,
 ) -> MessagePage:
-    return chat.list_messages(request_user(app), trip_id, limit=limit, before=before, after=after)
+    return chat.list_messages(request_viewer(app), trip_id, limit=limit, before=before, after=after)
 
 
 @app.post(
@@ -58,7 +58,7 @@ def send_message(
         ),
     ] = None,
 ) -> Response[TurnOut]:
-    turn = chat.send_message(request_user(app), trip_id, request.content, idempotency_key)
+    turn = chat.send_message(request_viewer(app), trip_id, request.content, idempotency_key)
     metrics.add_metric(
         name="MessageReplayed" if turn.replayed else "MessageSent", unit=MetricUnit.Count, value=1
     )

@@ -19,7 +19,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from shared import migrations
-from shared.config import database_url, get_settings
+from shared.config import direct_database_url, get_settings
 from shared.errors import ConfigurationError
 
 logger = Logger(service="migrate")
@@ -35,7 +35,7 @@ def run(action: str) -> dict[str, Any]:
         return {"ok": False, "action": action, "error": f"Unknown action; use one of {ACTIONS}"}
     try:
         timeout = max(1, round(get_settings().db_connect_timeout_seconds))
-        with migrations.connect(database_url(), connect_timeout=timeout) as conn:
+        with migrations.connect(direct_database_url(), connect_timeout=timeout) as conn:
             if action == "apply":
                 report = migrations.apply(conn)
                 drift = migrations.verify(conn)

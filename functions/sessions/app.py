@@ -16,7 +16,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 # Every request verifies a token: load the JWT library with the function, not on the first request.
 import shared.auth  # noqa: F401
 from shared import trips
-from shared.api import ERROR_RESPONSES, create_app, request_user, resolve
+from shared.api import ERROR_RESPONSES, create_app, request_viewer, resolve
 from shared.models import CreateTripRequest, RenameTripRequest, TripOut, TripPage
 
 logger = Logger(service="sessions")
@@ -33,14 +33,14 @@ def list_sessions(
         str | None, Query(max_length=200, description="nextCursor of the previous page")
     ] = None,
 ) -> TripPage:
-    return trips.list_trips(request_user(app), limit=limit, cursor=cursor)
+    return trips.list_trips(request_viewer(app), limit=limit, cursor=cursor)
 
 
 @app.post("/sessions", summary="Start a trip (a new assistant thread)", responses=ERROR_RESPONSES)
 def create_session(
     request: Annotated[CreateTripRequest | None, Body()] = None,
 ) -> Response[TripOut]:
-    session = trips.create_trip(request_user(app), request.title if request else None)
+    session = trips.create_trip(request_viewer(app), request.title if request else None)
     return Response(
         status_code=201,
         content_type=content_types.APPLICATION_JSON,
@@ -51,12 +51,12 @@ def create_session(
 
 @app.get("/sessions/<trip_id>", summary="Get one of my trips", responses=ERROR_RESPONSES)
 def get_session(trip_id: TripId) -> TripOut:
-    return TripOut.of(trips.get_trip(request_user(app), trip_id))
+    return TripOut.of(trips.get_trip(request_viewer(app), trip_id))
 
 
 @app.patch("/sessions/<trip_id>", summary="Rename one of my trips", responses=ERROR_RESPONSES)
 def rename_session(trip_id: TripId, request: Annotated[RenameTripRequest, Body()]) -> TripOut:
-    return TripOut.of(trips.rename_trip(request_user(app), trip_id, request.title))
+    return TripOut.of(trips.rename_trip(request_viewer(app), trip_id, request.title))
 
 
 @app.delete(
@@ -65,7 +65,7 @@ def rename_session(trip_id: TripId, request: Annotated[RenameTripRequest, Body()
     responses=ERROR_RESPONSES,
 )
 def delete_session(trip_id: TripId) -> Response[None]:
-    trips.delete_trip(request_user(app), trip_id)
+    trips.delete_trip(request_viewer(app), trip_id)
     return Response(status_code=204, body=None)
 
 
