@@ -2,11 +2,16 @@
 
 The run's database is created, migrated by the migrate code and exported as DATABASE_URL;
 it is dropped when the run ends. Tests that need an empty database (migrations) get their own.
+
+With TEST_VIA_POOLER=1 the run goes through a real PgBouncer in transaction mode: the
+application's DATABASE_URL is the pooled URL, DATABASE_URL_UNPOOLED the direct one (used by
+migrations and by the fixtures that inspect or tamper with the database).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,6 +22,7 @@ import pytest
 from shared import auth, config, db, migrations
 from tests.devstack.apiclient import Client
 from tests.devstack.backboard_standin import BackboardStandIn
+from tests.devstack.pgbouncer import PgBouncer
 from tests.devstack.token_issuer import LocalIssuer
 
 # The Backboard stand-in's fixtures (backboard_server, backboard, short_backboard_timeout).
@@ -27,6 +33,9 @@ os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
 os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "TripChatTests")
 os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+
+VIA_POOLER = os.environ.get("TEST_VIA_POOLER", "") not in ("", "0", "false")
+REPO = Path(__file__).resolve().parent.parent
 
 ADMIN_URL = os.environ.get(
     "TEST_ADMIN_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -51,22 +60,50 @@ def drop_database(name: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def database_url() -> Iterator[str]:
-    """The run's migrated database; DATABASE_URL points at it for the whole run."""
-    name, url = create_database()
-    previous = {k: os.environ.pop(k, None) for k in config.DATABASE_URL_VARIABLES}
-    os.environ["DATABASE_URL"] = url
+def pooler() -> Iterator[PgBouncer | None]:
+    """The run's PgBouncer (transaction mode) when TEST_VIA_POOLER is set, else None."""
+    if not VIA_POOLER:
+        yield None
+        return
+    bouncer = PgBouncer(ADMIN_URL, REPO / "build" / f"pgbouncer-{uuid.uuid4().hex[:8]}")
+    bouncer.start()
     try:
-        with migrations.connect(url) as conn:
+        yield bouncer
+    finally:
+        bouncer.stop()
+        shutil.rmtree(bouncer.directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def direct_url(pooler: PgBouncer | None) -> Iterator[str]:
+    """The run's migrated database, connected to directly."""
+    name, url = create_database()
+    previous = {
+        k: os.environ.pop(k, None)
+        for k in (*config.DATABASE_URL_VARIABLES, *config.DIRECT_DATABASE_URL_VARIABLES)
+    }
+    os.environ["DATABASE_URL"] = pooler.url(name) if pooler else url
+    if pooler:
+        os.environ["DATABASE_URL_UNPOOLED"] = url
+    try:
+        with migrations.connect(config.direct_database_url()) as conn:
             migrations.apply(conn)
         yield url
     finally:
         db.close_pool()
         drop_database(name)
-        os.environ.pop("DATABASE_URL", None)
+        for key in (*config.DATABASE_URL_VARIABLES, *config.DIRECT_DATABASE_URL_VARIABLES):
+            os.environ.pop(key, None)
         for key, value in previous.items():
             if value is not None:
                 os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def database_url(direct_url: str) -> str:
+    """The URL the application uses for the run's database: DATABASE_URL (through
+    PgBouncer when TEST_VIA_POOLER is set)."""
+    return os.environ["DATABASE_URL"]
 
 
 @pytest.fixture
@@ -80,9 +117,10 @@ def empty_database() -> Iterator[str]:
 
 
 @pytest.fixture
-def clean_db(database_url: str) -> Iterator[str]:
-    """The run's database, emptied of rows, with fresh settings and a fresh pool."""
-    with psycopg.connect(database_url, autocommit=True) as conn:
+def clean_db(database_url: str, direct_url: str) -> Iterator[str]:
+    """The run's database, emptied of rows, with fresh settings and a fresh pool; the value is
+    the application's URL."""
+    with psycopg.connect(direct_url, autocommit=True) as conn:
         conn.execute(
             'TRUNCATE "Message", "Session", "User", tripchat.message_turn, tripchat.rate_limit, '
             "tripchat.clerk_user_state"
@@ -95,9 +133,9 @@ def clean_db(database_url: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def admin_conn(database_url: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+def admin_conn(direct_url: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
     """A direct connection to the run's database, outside the pool, to inspect and tamper."""
-    with psycopg.connect(database_url, autocommit=True) as conn:
+    with psycopg.connect(direct_url, autocommit=True) as conn:
         yield conn
 
 

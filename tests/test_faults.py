@@ -19,7 +19,7 @@ from svix.webhooks import Webhook
 
 from functions.clerk_webhook.app import lambda_handler as webhook_handler
 from shared import config, db
-from tests.conftest import ADMIN_URL
+from tests.conftest import ADMIN_URL, VIA_POOLER
 from tests.devstack.apiclient import Client, Reply
 from tests.devstack.apigw import LambdaContext, http_event, response_json
 from tests.devstack.backboard_standin import BackboardStandIn
@@ -64,13 +64,20 @@ def test_database_outage_mid_stream(
             _set_connections_allowed(clean_db, True)
             phase = "after"
         started = time.monotonic()
-        reply = alice.call(
+        send = alice.prepare(
             "POST",
             f"/sessions/{trip}/messages",
             body={"content": f"message {i}"},
             headers={"Idempotency-Key": f"stream-{i}"},
         )
+        reply = send()
         elapsed = time.monotonic() - started
+        if phase == "after" and VIA_POOLER:
+            # A pooler logs in to a database that is back only after its retry interval
+            # (server_login_retry): until then a client retries on 503, with the same key.
+            while reply.status == 503 and time.monotonic() - started < 10:
+                time.sleep(0.2)
+                reply = send()
         if reply.status == 201:
             acknowledged.append(f"message {i}")
         if phase == "outage":

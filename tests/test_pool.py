@@ -9,6 +9,7 @@ import pytest
 
 from shared import config, db
 from shared.errors import DatabaseUnavailable
+from tests.conftest import VIA_POOLER
 
 Conn = psycopg.Connection[tuple[object, ...]]
 
@@ -108,3 +109,34 @@ def test_timestamps_are_utc_regardless_of_server_time_zone(clean_db: str, admin_
         assert row == ("UTC",)
     finally:
         admin_conn.execute(f'ALTER DATABASE "{clean_db.rsplit("/", 1)[1]}" RESET TimeZone')
+
+
+def test_request_settings_end_with_their_statement(clean_db: str) -> None:
+    """Pooler-safe: the timeout and time zone are transaction-local, so nothing is left on a
+    server connection that a pooler would hand to the next client."""
+    with db.connection() as conn:
+        inside = conn.execute(
+            "SELECT current_setting('statement_timeout')::interval = %s * interval '1 ms'",
+            (config.get_settings().db_statement_timeout_ms,),
+        ).fetchone()
+        # A plain cursor sends no settings: it sees what the server connection has left.
+        after = psycopg.Cursor(conn).execute("SHOW statement_timeout").fetchone()
+    assert inside == (True,)
+    assert after == ("0",)
+
+
+def test_no_prepared_statements_unless_enabled(
+    clean_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    query = "SELECT count(*) FROM pg_prepared_statements"
+    with db.connection() as conn:
+        counts = [conn.execute(query).fetchone() for _ in range(10)]
+    assert counts[-1] == (0,)
+    monkeypatch.setenv("DB_PREPARED_STATEMENTS", "true")
+    config.reset_caches()
+    db.close_pool()
+    if VIA_POOLER:
+        return  # PgBouncer 1.18 cannot carry them: only the direct run can show them
+    with db.connection() as conn:
+        counts = [conn.execute(query).fetchone() for _ in range(10)]
+    assert counts[-1] is not None and int(str(counts[-1][0])) >= 1

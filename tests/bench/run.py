@@ -1,6 +1,8 @@
 """`make bench`: performance figures, each a ratio or a count measured side by side in one run.
 
-B1 handler overhead: warm handler invocations vs the same SQL run directly on the same pool.
+B1 handler cost: warm handler invocations vs the same statements run directly on the pool, and
+   vs the shape before (ping + user lookup + page: three round trips), on loopback and through
+   a proxy adding --delay-ms each way (default 0.5 ms: a ~1 ms round trip, as in AWS).
 B2 round trips: libpq protocol trace of one request per route (statements and pings).
 B3 scale: a 50-message page at small vs large Message tables; the trip list at 10 vs 10,000.
 B4 cold start: importing each function module vs importing only Powertools and psycopg.
@@ -20,7 +22,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -30,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg.pq import Trace
 
 REPO = Path(__file__).resolve().parents[2]
 OUT = REPO / "build" / "bench"
@@ -150,102 +150,141 @@ def _ready_trip(bench: Bench, clerk_id: str, messages: int) -> tuple[Any, str, A
 
 # B1 and B2
 
+# Today's shape before this change, for comparison: a liveness ping at checkout, the user
+# looked up by Clerk id, then the page by user id: three round trips.
+_OLD_USER = 'SELECT "id" FROM "User" WHERE "clerkId" = %s'
+_OLD_TRIPS = (
+    'SELECT "id", "title", "userId", "threadId", "createdAt" FROM "Session" '
+    'WHERE "userId" = %s ORDER BY "createdAt" DESC, "id" DESC LIMIT %s'
+)
+_OLD_PAGE = (
+    'SELECT m."id", m."role", m."content", m."sessionId", m."createdAt" FROM "Session" s '
+    'LEFT JOIN LATERAL (SELECT * FROM "Message" WHERE "sessionId" = s."id" '
+    'ORDER BY "createdAt" DESC, "id" DESC LIMIT %s) m ON true '
+    'WHERE s."id" = %s AND s."userId" = %s'
+)
 
-def b1_b2(bench: Bench) -> dict[str, Any]:
-    from shared import db, queries
-    from shared.backboard import get_backboard
+
+def _mode_url(bench: Bench, port: int) -> str:
+    return f"postgresql://postgres@127.0.0.1:{port}/{bench.db_name}"
+
+
+def b1_b2(bench: Bench, delay_ms: float) -> dict[str, Any]:
+    """B1 and B2 twice: on loopback, and through a proxy adding `delay_ms` each way."""
+    from tests.devstack.latency_proxy import LatencyProxy
 
     client, trip, user = _ready_trip(bench, "user_bench_b1", 200)
-    assert user is not None
-    counter = iter(range(10**9))
+    b1: dict[str, Any] = {}
+    b2: dict[str, Any] = {}
+    with LatencyProxy(("127.0.0.1", 5432), delay_ms / 1000) as proxy:
+        modes = {
+            "loopback": bench.url,
+            f"+{delay_ms} ms each way": _mode_url(bench, proxy.port),
+        }
+        for mode, url in modes.items():
+            os.environ["DATABASE_URL"] = url
+            b1[mode], b2[mode] = _b1_b2_mode(bench, client, trip, user.clerk_id, url)
+    os.environ["DATABASE_URL"] = bench.url
+    return {"B1": b1, "B2": b2, "delay_ms_each_way": delay_ms}
 
-    def send_via_handler() -> None:
-        reply = client.call("POST", f"/sessions/{trip}/messages", body={"content": "hello"})
-        assert reply.status == 201, reply.body
+
+def _b1_b2_mode(
+    bench: Bench, client: Any, trip: str, clerk_id: str, url: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    from shared import config, db, queries
+    from shared.backboard import get_backboard
+    from tests.devstack.roundtrips import count_round_trips
+
+    config.reset_caches()
+    db.close_pool()
+    counter = iter(range(10**9))
+    old = psycopg.connect(
+        url, autocommit=True, options="-c statement_timeout=10000 -c TimeZone=UTC"
+    )
 
     def send_direct() -> None:
-        # The same statements and Backboard call on one pooled connection, as a request
-        # makes them, without the handler around them.
         key = f"direct-{next(counter)}"
         with db.connection() as conn:
-            queries.get_user_by_clerk_id(conn, user.clerk_id)
             start = queries.begin_turn(
                 conn,
-                user_id=user.id,
+                clerk_id=clerk_id,
                 session_id=trip,
                 idempotency_key=key,
                 content="hello",
                 request_sha256="0" * 64,
-                rate_limit=10**4,
+                rate_limit=10**6,
                 lease_seconds=30,
             )
-            reply = get_backboard().add_message(start.thread_id, "hello")
+        assert start.user_id is not None
+        reply = get_backboard().add_message(start.thread_id, "hello")
+        with db.connection() as conn:
             queries.finish_turn(
-                conn, user_id=user.id, idempotency_key=key, session_id=trip, reply=reply
+                conn, user_id=start.user_id, idempotency_key=key, session_id=trip, reply=reply
             )
 
-    def list_trips_direct() -> None:
-        with db.connection() as conn:
-            queries.get_user_by_clerk_id(conn, user.clerk_id)
-            queries.list_sessions_for_user(conn, user.id, limit=21)
+    def send_old() -> None:
+        old.execute("")
+        user = old.execute(_OLD_USER, (clerk_id,)).fetchone()
+        assert user is not None
+        send_direct()
 
-    def page_direct() -> None:
-        with db.connection() as conn:
-            queries.get_user_by_clerk_id(conn, user.clerk_id)
-            queries.list_owned_messages(conn, trip, user.id, limit=51)
+    def trips_old() -> None:
+        old.execute("")
+        user = old.execute(_OLD_USER, (clerk_id,)).fetchone()
+        assert user is not None
+        old.execute(_OLD_TRIPS, (user[0], 21)).fetchall()
 
-    routes: dict[str, tuple[Callable[[], object], Callable[[], object]]] = {
-        "GET /sessions": (lambda: client.call("GET", "/sessions"), list_trips_direct),
-        "GET /sessions/{id}/messages (50)": (
-            lambda: client.call("GET", f"/sessions/{trip}/messages", query={"limit": "50"}),
-            page_direct,
+    def page_old() -> None:
+        old.execute("")
+        user = old.execute(_OLD_USER, (clerk_id,)).fetchone()
+        assert user is not None
+        old.execute(_OLD_PAGE, (51, trip, user[0])).fetchall()
+
+    routes: dict[str, tuple[Callable[[], object], ...]] = {
+        "GET /sessions": (
+            client.prepare("GET", "/sessions"),
+            lambda: db.read(lambda c: queries.list_trips_of(c, clerk_id, limit=21)),
+            trips_old,
         ),
-        "POST /sessions/{id}/messages": (send_via_handler, send_direct),
+        "GET /sessions/{id}/messages (50)": (
+            client.prepare("GET", f"/sessions/{trip}/messages", query={"limit": "50"}),
+            lambda: db.read(lambda c: queries.list_trip_messages(c, clerk_id, trip, limit=51)),
+            page_old,
+        ),
+        "POST /sessions/{id}/messages": (
+            client.prepare("POST", f"/sessions/{trip}/messages", body={"content": "hello"}),
+            send_direct,
+            send_old,
+        ),
     }
     s = bench.scale
     b1: dict[str, Any] = {}
-    for name, (handler, direct) in routes.items():
-        # Interleaved rounds, so drift on a noisy machine hits both sides alike.
-        handler_times: list[float] = []
-        direct_times: list[float] = []
-        for _ in range(5):
-            handler_times += timed(handler, s.samples // 5, s.warmup // 5 + 1)
-            direct_times += timed(direct, s.samples // 5, s.warmup // 5 + 1)
-        hs, ds = summary(handler_times), summary(direct_times)
-        b1[name] = {
-            "handler": hs,
-            "direct_sql": ds,
-            "ratio_p50": round(hs["p50_ms"] / ds["p50_ms"], 2),
-        }
-    b2 = {name: round_trips(handler) for name, (handler, _) in routes.items()}
-    return {"B1": b1, "B2": b2}
-
-
-def round_trips(request: Callable[[], object]) -> dict[str, int]:
-    """Statements and round trips of one request, read from libpq's protocol trace of the
-    pool's only connection (DB_POOL_MAX_SIZE=1 for this)."""
-    from shared import config, db
-
-    os.environ["DB_POOL_MAX_SIZE"] = "1"
-    config.reset_caches()
-    db.close_pool()
-    request()  # warm: the user exists, the connection is open
-    with tempfile.TemporaryFile(mode="w+") as trace:
-        with db.get_pool().connection() as conn:
-            conn.pgconn.trace(trace.fileno())
-            conn.pgconn.set_trace_flags(Trace.SUPPRESS_TIMESTAMPS | Trace.REGRESS_MODE)
-        request()
-        with db.get_pool().connection() as conn:
-            conn.pgconn.untrace()
-        trace.seek(0)
-        lines = trace.read().splitlines()
-    os.environ.pop("DB_POOL_MAX_SIZE")
-    config.reset_caches()
-    db.close_pool()
-    cycles = sum("\tReadyForQuery" in line for line in lines)
-    pings = sum("\tEmptyQueryResponse" in line for line in lines)
-    # The last cycle traced is the checkout of the untrace call itself.
-    return {"statements": cycles - pings, "liveness_pings": max(0, pings - 1)}
+    try:
+        for name, (handler, direct, three) in routes.items():
+            # Interleaved rounds, so drift on a noisy machine hits every side alike.
+            times: dict[str, list[float]] = {"handler": [], "direct_sql": [], "old_shape": []}
+            for _ in range(5):
+                times["handler"] += timed(handler, s.samples // 5, s.warmup // 5 + 1)
+                times["direct_sql"] += timed(direct, s.samples // 5, s.warmup // 5 + 1)
+                times["old_shape"] += timed(three, s.samples // 5, s.warmup // 5 + 1)
+            sums = {side: summary(values) for side, values in times.items()}
+            b1[name] = {
+                **sums,
+                "ratio_handler_to_sql": round(
+                    sums["handler"]["p50_ms"] / sums["direct_sql"]["p50_ms"], 2
+                ),
+                "ratio_handler_to_old_shape": round(
+                    sums["handler"]["p50_ms"] / sums["old_shape"]["p50_ms"], 2
+                ),
+            }
+        b2 = {}
+        for name, (handler, _, _) in routes.items():
+            counted = count_round_trips(handler)
+            b2[name] = {"round_trips": counted.statements, "pings": counted.pings}
+    finally:
+        old.close()
+        db.close_pool()
+    return b1, b2
 
 
 # B3
@@ -414,6 +453,11 @@ def _worker(args: tuple[dict[str, str], str, int, int]) -> dict[str, Any]:
 
 
 def b5(bench: Bench) -> dict[str, Any]:
+    """K containers at pool size 1 (the default) and at 2: throughput and server connections."""
+    return {str(size): _b5_pool(bench, size) for size in (1, 2)}
+
+
+def _b5_pool(bench: Bench, pool_size: int) -> dict[str, Any]:
     from shared.db import close_pool
 
     close_pool()  # this process is not one of the K containers
@@ -423,7 +467,7 @@ def b5(bench: Bench) -> dict[str, Any]:
         for k, v in os.environ.items()
         if k.startswith(("DATABASE", "BACKBOARD", "CLERK", "MESSAGE", "POWERTOOLS"))
     }
-    env["DB_POOL_MAX_SIZE"] = "2"
+    env["DB_POOL_MAX_SIZE"] = str(pool_size)
     clerk_ids = [f"user_bench_load{i}" for i in range(s.workers)]
     for clerk_id in clerk_ids:
         env[f"TOKEN_{clerk_id}"] = bench.issuer.mint(
@@ -464,7 +508,7 @@ def b5(bench: Bench) -> dict[str, Any]:
         "p50_ms": round(statistics.median(latencies), 2),
         "p99_ms": round(percentile(latencies, 99), 2),
         "peak_server_connections": peak,
-        "connection_budget": s.workers * 2,
+        "connection_budget": s.workers * pool_size,
     }
 
 
@@ -473,18 +517,22 @@ def b5(bench: Bench) -> dict[str, Any]:
 
 def markdown(results: dict[str, Any]) -> str:
     lines = ["| figure | measured | goal |", "|---|---|---|"]
-    for route, r in results["B1"].items():
-        lines.append(
-            f"| B1 {route}: handler p50/p95/p99 ms | {r['handler']['p50_ms']} / "
-            f"{r['handler']['p95_ms']} / {r['handler']['p99_ms']} (direct SQL p50 "
-            f"{r['direct_sql']['p50_ms']}) → **ratio {r['ratio_p50']}** | ≤ 1.3 |"
-        )
-    for route, r in results["B2"].items():
-        goal = "≤ 3 + 1 Backboard call" if route.startswith("POST") else "1-2"
-        lines.append(
-            f"| B2 {route}: statements per request | **{r['statements']}** "
-            f"(+{r['liveness_pings']} pool liveness ping) | {goal} |"
-        )
+    for mode, routes in results["B1"].items():
+        for route, r in routes.items():
+            h, d, o = r["handler"], r["direct_sql"], r["old_shape"]
+            lines.append(
+                f"| B1 {mode}: {route}, handler p50/p99 ms | {h['p50_ms']} / {h['p99_ms']} "
+                f"(same SQL direct {d['p50_ms']}, shape before {o['p50_ms']}) → "
+                f"**{r['ratio_handler_to_sql']}x SQL, {r['ratio_handler_to_old_shape']}x "
+                "before** | reads ≤ 0.5x before at ~1 ms RTT |"
+            )
+    for mode, routes in results["B2"].items():
+        for route, r in routes.items():
+            goal = "≤ 2 before Backboard + 1 after" if route.startswith("POST") else "1"
+            lines.append(
+                f"| B2 {mode}: {route}, round trips | **{r['round_trips']}** "
+                f"(+{r['pings']} pings) | {goal} |"
+            )
     page, trips = results["B3"]["message_page"], results["B3"]["trip_list"]
     lines.append(
         f"| B3 50-message page, {page['rows_small']:,} vs {page['rows_large']:,} rows | "
@@ -506,13 +554,14 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(
             f"| B4 what dominates `{function}` (python -X importtime) | {', '.join(dominant)} | |"
         )
-    c = results["B5"]
-    lines.append(
-        f"| B5 {c['workers']} processes x {c['requests'] // c['workers']} requests | "
-        f"{c['throughput_rps']} req/s, p50 {c['p50_ms']} ms, p99 {c['p99_ms']} ms, "
-        f"**{c['errors']} errors**, **peak {c['peak_server_connections']} connections** | "
-        f"0 errors, ≤ {c['connection_budget']} |"
-    )
+    for size, c in results["B5"].items():
+        lines.append(
+            f"| B5 {c['workers']} processes x {c['requests'] // c['workers']} requests, pool "
+            f"size {size} | {c['throughput_rps']} req/s, p50 {c['p50_ms']} ms, p99 "
+            f"{c['p99_ms']} ms, **{c['errors']} errors**, "
+            f"**peak {c['peak_server_connections']} connections** | "
+            f"0 errors, ≤ {c['connection_budget']} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -520,12 +569,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, to check it runs")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument(
+        "--delay-ms",
+        type=float,
+        default=0.5,
+        help="latency added each way by the proxy for B1/B2's second mode (default 0.5)",
+    )
     args = parser.parse_args(argv)
     scale = SMOKE if args.smoke else FULL
     bench = Bench(scale)
     try:
         results: dict[str, Any] = {"scale": scale.__dict__}
-        results.update(b1_b2(bench))
+        results.update(b1_b2(bench, args.delay_ms))
         results["B3"] = b3(bench)
         results["B4"] = b4(bench)
         results["B5"] = b5(bench)
