@@ -23,6 +23,14 @@ class BadRequest(AppError):
     default_message = "The request could not be read."
 
 
+class MalformedJson(BadRequest):
+    """The body cannot be read as JSON at all: not UTF-8 (RFC 8259 requires it), not valid
+    base64 when API Gateway encoded it, or nested too deeply to parse safely."""
+
+    code = "malformed_json"
+    default_message = "The request body is not valid JSON."
+
+
 class Unauthorized(AppError):
     status = 401
     code = "unauthorized"

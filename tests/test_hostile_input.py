@@ -1,0 +1,228 @@
+"""Hostile requests through the real handlers (security review, issue #10): bodies that are
+not UTF-8, lone surrogates, deeply nested JSON and non-object bodies. Each is answered with
+the JSON error shape and a 4xx, before any side effect; nothing is logged as an unhandled
+error."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import secrets
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+import pytest
+from svix.webhooks import Webhook
+
+from functions.clerk_webhook.app import lambda_handler as webhook_handler
+from functions.sessions.app import lambda_handler as sessions_handler
+from tests.devstack.apiclient import Client, Reply
+from tests.devstack.apigw import LambdaContext, http_event, response_json
+from tests.devstack.backboard_standin import BackboardStandIn
+
+Conn = psycopg.Connection[tuple[object, ...]]
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"tripchat-hostile-signing-secret!").decode()
+# 10 KB of nesting each: far deeper than json.loads can recurse (RecursionError).
+DEEP_ARRAYS = "[" * 5_000 + "]" * 5_000
+DEEP_OBJECTS = '{"a":' * 2_000 + "1" + "}" * 2_000
+
+
+@pytest.fixture
+def trip(api: Callable[[str], Client]) -> tuple[Client, str]:
+    alice = api("user_alice")
+    created = alice.call("POST", "/sessions", body={"title": "Kyoto"})
+    assert created.status == 201
+    return alice, str(created.body["id"])
+
+
+def _counts(conn: Conn) -> tuple[int, ...]:
+    row = conn.execute(
+        'SELECT (SELECT count(*) FROM "User"), (SELECT count(*) FROM "Session"), '
+        '(SELECT count(*) FROM "Message")'
+    ).fetchone()
+    assert row is not None
+    return tuple(int(str(value)) for value in row)
+
+
+def _error(reply: Reply, status: int) -> str:
+    """The error code of a reply that must be `status` with exactly the JSON error shape."""
+    assert reply.status == status, reply.body
+    assert set(reply.body) == {"error"}
+    assert set(reply.body["error"]) == {"code", "message"}
+    return str(reply.body["error"]["code"])
+
+
+def _logged_errors(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    """ERROR records (an unhandled exception logs one, with its traceback)."""
+    return [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def _signed(body: str) -> dict[str, str]:
+    msg_id, now = f"msg_{secrets.token_hex(6)}", datetime.now(UTC)
+    return {
+        "svix-id": msg_id,
+        "svix-timestamp": str(int(now.timestamp())),
+        "svix-signature": Webhook(WEBHOOK_SECRET).sign(msg_id, now, body),
+    }
+
+
+def _webhook(body: str | bytes, headers: dict[str, str] | None = None) -> Reply:
+    event = http_event(
+        "POST",
+        "/webhooks/clerk",
+        body=body,
+        headers=headers or {},
+        route_key="POST /webhooks/clerk",
+    )
+    response = webhook_handler(event, LambdaContext())
+    return Reply(response["statusCode"], response_json(response), response.get("headers") or {})
+
+
+# 1. Bodies that are not UTF-8
+
+NOT_UTF8: list[str | bytes] = [
+    b"\xff",  # API Gateway delivers it base64-encoded (isBase64Encoded: true)
+    b'{"title": "\xc3\x28"}',  # an invalid two-byte sequence inside JSON
+    "\udcff",  # a str body carrying a surrogate escape
+    '{"title": "ok \udcff"}',
+]
+
+
+def _api_routes(trip_id: str) -> list[tuple[str, str]]:
+    return [
+        ("POST", "/sessions"),
+        ("PATCH", f"/sessions/{trip_id}"),
+        ("POST", f"/sessions/{trip_id}/messages"),
+    ]
+
+
+@pytest.mark.parametrize("body", NOT_UTF8, ids=["ff", "bad-sequence", "surrogate", "in-json"])
+def test_bodies_that_are_not_utf8_are_400_on_every_json_route(
+    trip: tuple[Client, str],
+    admin_conn: Conn,
+    backboard: BackboardStandIn,
+    caplog: pytest.LogCaptureFixture,
+    body: str | bytes,
+) -> None:
+    alice, trip_id = trip
+    caplog.set_level(logging.WARNING)
+    before, threads = _counts(admin_conn), backboard.calls("create_thread")
+    for method, path in _api_routes(trip_id):
+        assert _error(alice.call(method, path, body=body), 400) == "malformed_json"
+    assert _error(_webhook(body), 400) == "malformed_json"  # no signature needed to get there
+    assert (_counts(admin_conn), backboard.calls("create_thread")) == (before, threads)
+    assert _logged_errors(caplog) == []  # not an unhandled error with a traceback
+    # UTF-8 sent base64-encoded (as API Gateway sends binary bodies) is still read.
+    renamed = alice.call("PATCH", f"/sessions/{trip_id}", body='{"title": "Kyōto ✈"}'.encode())
+    assert (renamed.status, renamed.body["title"]) == (200, "Kyōto ✈")
+
+
+def test_a_body_that_is_not_base64_is_400(trip: tuple[Client, str]) -> None:
+    alice, _ = trip
+    event = http_event(
+        "POST", "/sessions", body=b"{}", headers={"authorization": f"Bearer {alice.token}"}
+    )
+    event["body"] = "%%% not base64 %%%"
+    response = sessions_handler(event, LambdaContext())
+    assert response["statusCode"] == 400
+    assert response_json(response)["error"]["code"] == "malformed_json"
+
+
+# 2. Lone surrogates in JSON strings
+
+
+@pytest.mark.parametrize("escape", ["\\ud800", "\\udfff", "a\\ud83d", "\\ude00b"])
+def test_lone_surrogates_are_422_before_any_side_effect(
+    trip: tuple[Client, str], admin_conn: Conn, backboard: BackboardStandIn, escape: str
+) -> None:
+    alice, trip_id = trip
+    before = _counts(admin_conn)
+    calls = {name: backboard.calls(name) for name in ("create_thread", "add_message")}
+    for method, path, field in [
+        ("POST", "/sessions", "title"),
+        ("PATCH", f"/sessions/{trip_id}", "title"),
+        ("POST", f"/sessions/{trip_id}/messages", "content"),
+    ]:
+        reply = alice.call(method, path, body=f'{{"{field}": "{escape}"}}')
+        assert _error(reply, 422) == "validation_error"
+        assert "surrogate" in reply.body["error"]["message"]
+    assert _counts(admin_conn) == before
+    # Not even a Backboard thread created and deleted again.
+    assert {name: backboard.calls(name) for name in calls} == calls
+    assert backboard.calls("delete_thread") == 0
+    # An escaped surrogate pair is one (astral) character, and welcome.
+    pair = alice.call("PATCH", f"/sessions/{trip_id}", body='{"title": "\\ud83d\\ude00 trip"}')
+    assert (pair.status, pair.body["title"]) == (200, "\U0001f600 trip")
+
+
+# 4. Deeply nested JSON
+
+
+@pytest.mark.parametrize("body", [DEEP_ARRAYS, DEEP_OBJECTS], ids=["arrays", "objects"])
+def test_deeply_nested_json_is_400_on_every_json_route(
+    trip: tuple[Client, str],
+    admin_conn: Conn,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    body: str,
+) -> None:
+    alice, trip_id = trip
+    monkeypatch.setenv("CLERK_WEBHOOK_SIGNING_SECRET", WEBHOOK_SECRET)
+    caplog.set_level(logging.WARNING)
+    before = _counts(admin_conn)
+    for method, path in _api_routes(trip_id):
+        assert _error(alice.call(method, path, body=body), 400) == "malformed_json"
+    assert _error(_webhook(body), 400) == "malformed_json"
+    assert _error(_webhook(body, _signed(body)), 400) == "malformed_json"  # even when signed
+    assert _counts(admin_conn) == before
+    assert _logged_errors(caplog) == []
+    # Brackets inside strings (escaped quotes and backslashes around them) are not nesting.
+    content = '\\"[{' * 1_500 + "\\\\"
+    sent = alice.call("POST", f"/sessions/{trip_id}/messages", body=f'{{"content": "{content}"}}')
+    assert sent.status == 201, sent.body
+    assert sent.body["userMessage"]["content"] == '"[{' * 1_500 + "\\"
+    # Clerk nests user metadata a few levels deep: well within the limit.
+    metadata: Any = {"level": 0}
+    for level in range(1, 25):
+        metadata = {"level": level, "inner": [metadata]}
+    data = {"id": "user_meta", "email_addresses": [], "public_metadata": metadata}
+    signed = json.dumps({"type": "user.created", "data": data, "timestamp": 1})
+    reply = _webhook(signed, _signed(signed))
+    assert (reply.status, reply.body["outcome"]) == (200, "created")
+
+
+# 9. The body must be a JSON object
+
+
+@pytest.mark.parametrize(
+    "body", ['[{"title": "x"}]', '[{"title": "x"}, 1]', "null", '"x"', "[]", "42"]
+)
+def test_a_body_that_is_not_an_object_creates_no_trip(
+    api: Callable[[str], Client], admin_conn: Conn, backboard: BackboardStandIn, body: str
+) -> None:
+    alice = api("user_alice")
+    alice.call("GET", "/sessions")  # provisioned first: only the trip is in question
+    reply = alice.call("POST", "/sessions", body=body)
+    assert _error(reply, 422) == "validation_error"
+    assert "JSON object" in reply.body["error"]["message"]
+    assert _counts(admin_conn) == (1, 0, 0)
+    assert backboard.calls("create_thread") == 0
+
+
+def test_array_wrapped_bodies_are_422_on_the_other_routes(
+    trip: tuple[Client, str], admin_conn: Conn, backboard: BackboardStandIn
+) -> None:
+    alice, trip_id = trip
+    before, sent = _counts(admin_conn), backboard.calls("add_message")
+    renamed = alice.call("PATCH", f"/sessions/{trip_id}", body='[{"title": "Mine"}]')
+    assert _error(renamed, 422) == "validation_error"
+    message = alice.call("POST", f"/sessions/{trip_id}/messages", body='[{"content": "hi"}]')
+    assert _error(message, 422) == "validation_error"
+    assert (_counts(admin_conn), backboard.calls("add_message")) == (before, sent)
+    assert alice.call("GET", f"/sessions/{trip_id}").body["title"] == "Kyoto"
+    # An empty body still means "no title".
+    untitled = alice.call("POST", "/sessions")
+    assert (untitled.status, untitled.body["title"]) == (201, "New Trip")
