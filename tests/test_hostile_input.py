@@ -1,7 +1,7 @@
 """Hostile requests through the real handlers (security review, issue #10): bodies that are
-not UTF-8, lone surrogates, deeply nested JSON and non-object bodies. Each is answered with
-the JSON error shape and a 4xx, before any side effect; nothing is logged as an unhandled
-error."""
+not UTF-8, lone surrogates, forged cursors, deeply nested JSON and non-object bodies. Each is
+answered with the JSON error shape and a 4xx, before any side effect; nothing is logged as an
+unhandled error."""
 
 from __future__ import annotations
 
@@ -156,6 +156,40 @@ def test_lone_surrogates_are_422_before_any_side_effect(
     # An escaped surrogate pair is one (astral) character, and welcome.
     pair = alice.call("PATCH", f"/sessions/{trip_id}", body='{"title": "\\ud83d\\ude00 trip"}')
     assert (pair.status, pair.body["title"]) == (200, "\U0001f600 trip")
+
+
+# 3. Forged cursors (shared.pagination's own tests cover decode_cursor case by case)
+
+
+def _forged(stamp: Any, row_id: Any) -> str:
+    raw = json.dumps([stamp, row_id], separators=(",", ":"), ensure_ascii=False)
+    return base64.urlsafe_b64encode(raw.encode("utf-8", "surrogatepass")).decode().rstrip("=")
+
+
+FORGED_CURSORS = {
+    "year 1 east of UTC": _forged("0001-01-01T00:00:00+05:00", "x"),  # OverflowError
+    "year 9999 west of UTC": _forged("9999-12-31T23:00:00-05:00", "x"),  # OverflowError
+    "NUL in the id": _forged("2024-05-01T10:00:00+00:00", "a\x00b"),  # DataError
+    "lone surrogate in the id": _forged("2024-05-01T10:00:00+00:00", "\ud800"),  # encoding
+}
+
+
+@pytest.mark.parametrize("kind", list(FORGED_CURSORS))
+def test_forged_cursors_are_422_on_both_lists(
+    trip: tuple[Client, str], caplog: pytest.LogCaptureFixture, kind: str
+) -> None:
+    alice, trip_id = trip
+    caplog.set_level(logging.WARNING)
+    cursor = FORGED_CURSORS[kind]
+    for path, name in [
+        ("/sessions", "cursor"),
+        (f"/sessions/{trip_id}/messages", "before"),
+        (f"/sessions/{trip_id}/messages", "after"),
+    ]:
+        reply = alice.call("GET", path, query={name: cursor})
+        assert _error(reply, 422) == "validation_error"
+        assert reply.body["error"]["message"] == f"{name} is not a cursor this API returned."
+    assert _logged_errors(caplog) == []
 
 
 # 4. Deeply nested JSON
