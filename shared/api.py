@@ -3,7 +3,8 @@
 Every error response is `{"error": {"code": ..., "message": ...}}` with a precise status;
 domain errors map through their own status and code, validation errors become 400 (unreadable
 JSON) or 422 (well-formed but invalid), and anything unexpected is logged with its traceback
-and answered with a bare 500 that reveals nothing.
+and answered with a bare 500 that reveals nothing. A configuration error gets that same bare
+500; its detail (setting names, secret ARNs) goes to the log at ERROR, never to the client.
 Bodies that no parser should see (not UTF-8, absurdly nested) are refused before routing.
 """
 
@@ -31,6 +32,7 @@ from shared import db, users
 from shared.config import get_settings
 from shared.errors import (
     AppError,
+    ConfigurationError,
     MalformedJson,
     PayloadTooLarge,
     UnsupportedMediaType,
@@ -87,7 +89,10 @@ def error_response(
 
 
 def _app_error_headers(exc: AppError) -> dict[str, str]:
-    if exc.status >= 500:
+    if isinstance(exc, ConfigurationError):
+        # The client's body names nothing (see ConfigurationError); the operator needs it all.
+        logger.error("configuration error", extra={"detail": exc.detail, "status": exc.status})
+    elif exc.status >= 500:
         logger.warning("request failed", extra={"code": exc.code, "status": exc.status})
     return {"Retry-After": str(exc.retry_after)} if exc.retry_after else {}
 

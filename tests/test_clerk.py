@@ -236,8 +236,8 @@ def test_no_secret_key_is_a_configuration_error(
     clerk.reset_clerk()
     with pytest.raises(ConfigurationError) as caught:
         fetch_clerk_profile("user_x")
-    assert "CLERK_SECRET_KEY" in caught.value.message
-    assert "CLERK_SECRET_KEY_SECRET_ARN" in caught.value.message
+    assert "CLERK_SECRET_KEY" in caught.value.detail
+    assert "CLERK_SECRET_KEY_SECRET_ARN" in caught.value.detail
     assert clerk_env.paths == []
 
 

@@ -1,7 +1,7 @@
 """Hostile requests through the real handlers (security review, issue #10): bodies that are
-not UTF-8, lone surrogates, forged cursors, deeply nested JSON and non-object bodies. Each is
-answered with the JSON error shape and a 4xx, before any side effect; nothing is logged as an
-unhandled error."""
+not UTF-8, lone surrogates, forged cursors, deeply nested JSON, non-object bodies, and
+configuration errors. Each is answered with the JSON error shape and a 4xx (or a generic 500
+that names nothing), before any side effect; nothing is logged as an unhandled error."""
 
 from __future__ import annotations
 
@@ -13,12 +13,15 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import boto3
 import psycopg
 import pytest
+from moto import mock_aws
 from svix.webhooks import Webhook
 
 from functions.clerk_webhook.app import lambda_handler as webhook_handler
 from functions.sessions.app import lambda_handler as sessions_handler
+from shared import auth, config
 from tests.devstack.apiclient import Client, Reply
 from tests.devstack.apigw import LambdaContext, http_event, response_json
 from tests.devstack.backboard_standin import BackboardStandIn
@@ -260,3 +263,72 @@ def test_array_wrapped_bodies_are_422_on_the_other_routes(
     # An empty body still means "no title".
     untitled = alice.call("POST", "/sessions")
     assert (untitled.status, untitled.body["title"]) == (201, "New Trip")
+
+
+# 5. Configuration errors name nothing to clients; the log has the detail
+
+GENERIC_500 = {"error": {"code": "internal_error", "message": "Something went wrong on our side."}}
+
+
+def _config_errors(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [
+        r
+        for r in caplog.records
+        if r.levelno == logging.ERROR and r.getMessage() == "configuration error"
+    ]
+
+
+@mock_aws
+def test_an_unreadable_secret_is_a_generic_500_and_an_error_log(
+    clean_db: str,
+    backboard: BackboardStandIn,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.delenv("CLERK_WEBHOOK_SIGNING_SECRET", raising=False)
+    created = boto3.client("secretsmanager").create_secret(Name="gone", SecretString="x")
+    boto3.client("secretsmanager").delete_secret(
+        SecretId=created["ARN"], ForceDeleteWithoutRecovery=True
+    )
+    arn = str(created["ARN"])
+    monkeypatch.setenv("CLERK_WEBHOOK_SIGNING_SECRET_SECRET_ARN", arn)
+    config.reset_caches()
+    caplog.set_level(logging.WARNING)
+    body = json.dumps({"type": "user.created", "data": {"id": "user_1"}})
+    reply = _webhook(body, _signed(body))
+    assert (reply.status, reply.body) == (500, GENERIC_500)  # no ARN, no account id, no AWS text
+    [record] = _config_errors(caplog)
+    assert arn in record.__dict__["detail"]
+    assert "ResourceNotFoundException" in record.__dict__["detail"]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "named"),
+    [
+        ("CLERK_ISSUER", None, "CLERK_ISSUER"),  # raised while authenticating, before routing
+        ("MAX_BODY_BYTES", "lots", "MAX_BODY_BYTES"),  # raised while checking the body
+        ("CLERK_JWT_KEY", "not a key", "CLERK_JWT_KEY"),
+    ],
+)
+def test_missing_or_bad_settings_are_a_generic_500_and_an_error_log(
+    api: Callable[[str], Client],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    variable: str,
+    value: str | None,
+    named: str,
+) -> None:
+    alice = api("user_alice")
+    if value is None:
+        monkeypatch.delenv(variable)
+    else:
+        monkeypatch.setenv(variable, value)
+    config.reset_caches()
+    auth.reset_auth()
+    caplog.set_level(logging.WARNING)
+    reply = alice.call("POST", "/sessions", body={"title": "x"})
+    assert (reply.status, reply.body) == (500, GENERIC_500)
+    [record] = _config_errors(caplog)
+    assert named in record.__dict__["detail"]
