@@ -354,6 +354,24 @@ def test_expired_token_is_401(api: Callable[[str], Client], issuer: LocalIssuer)
     assert reply.status == 401
 
 
+def test_a_pending_session_is_401_and_provisions_nothing(
+    api: Callable[[str], Client],
+    issuer: LocalIssuer,
+    admin_conn: Conn,
+    backboard: BackboardStandIn,
+) -> None:
+    """Clerk treats a pending session (sign-in tasks left) as signed out: no user, no
+    assistant, no trip."""
+    pending = issuer.mint("user_pending", email="p@example.test", extra={"v": 2, "sts": "pending"})
+    reply = Client(pending).call("POST", "/sessions", body={"title": "x"})
+    assert (reply.status, reply.body["error"]["code"]) == (401, "unauthorized")
+    assert _count(admin_conn, 'SELECT count(*) FROM "User"') == 0
+    assert _count(admin_conn, 'SELECT count(*) FROM "Session"') == 0
+    assert backboard.assistants() == {}
+    active = issuer.mint("user_active", email="a@example.test", extra={"v": 2, "sts": "active"})
+    assert Client(active).call("GET", "/sessions").status == 200
+
+
 @pytest.mark.parametrize(
     ("method", "path", "body", "query", "status", "code"),
     [
