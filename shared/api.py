@@ -3,12 +3,17 @@
 Every error response is `{"error": {"code": ..., "message": ...}}` with a precise status;
 domain errors map through their own status and code, validation errors become 400 (unreadable
 JSON) or 422 (well-formed but invalid), and anything unexpected is logged with its traceback
-and answered with a bare 500 that reveals nothing.
+and answered with a bare 500 that reveals nothing. A configuration error gets that same bare
+500; its detail (setting names, secret ARNs) goes to the log at ERROR, never to the client.
+Bodies that no parser should see (not UTF-8, absurdly nested) are refused before routing.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
+import re
 import warnings
 from typing import Any
 
@@ -25,7 +30,14 @@ from pydantic import BaseModel
 
 from shared import users
 from shared.config import get_settings
-from shared.errors import AppError, PayloadTooLarge, UnsupportedMediaType
+from shared.errors import (
+    AppError,
+    ConfigurationError,
+    MalformedJson,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
 
 logger = Logger(child=True)
 
@@ -76,7 +88,10 @@ def error_response(
 
 
 def _app_error_headers(exc: AppError) -> dict[str, str]:
-    if exc.status >= 500:
+    if isinstance(exc, ConfigurationError):
+        # The client's body names nothing (see ConfigurationError); the operator needs it all.
+        logger.error("configuration error", extra={"detail": exc.detail, "status": exc.status})
+    elif exc.status >= 500:
         logger.warning("request failed", extra={"code": exc.code, "status": exc.status})
     return {"Retry-After": str(exc.retry_after)} if exc.retry_after else {}
 
@@ -88,7 +103,7 @@ def _app_error_response(exc: AppError) -> Response[str]:
 
 def create_app() -> APIGatewayHttpResolver:
     """A resolver with pydantic validation and the error mapping; run it with `resolve`."""
-    app = APIGatewayHttpResolver(enable_validation=True)
+    app = APIGatewayHttpResolver(enable_validation=True, json_body_deserializer=_json_object)
 
     @app.exception_handler(AppError)  # type: ignore[untyped-decorator]
     def _app_error(exc: AppError) -> Response[str]:
@@ -183,8 +198,16 @@ def _viewer(headers: dict[str, str]) -> users.Viewer:
     )
 
 
+# Our bodies are flat objects and Clerk's payloads nest a few levels: far deeper is an attack
+# on the parser (json.loads recurses, and a 10 KB body of brackets exhausts the stack).
+MAX_JSON_DEPTH = 64
+# A JSON string (escapes included, possibly unterminated) or one bracket outside strings.
+_JSON_NESTING_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]', re.DOTALL)
+
+
 def _check_body(event: dict[str, Any]) -> None:
-    """Bodies are JSON and bounded: anything else is refused before it is parsed."""
+    """Bodies are bounded, readable JSON: anything else is refused before it is parsed (or,
+    for the webhook, verified), so no parser and no route ever sees it."""
     body = event.get("body") or ""
     headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
     media_type = headers.get("content-type", "").split(";")[0].strip().lower()
@@ -195,14 +218,59 @@ def _check_body(event: dict[str, Any]) -> None:
         and not media_type.endswith("+json")
     ):
         raise UnsupportedMediaType()
-    size = (
-        len(body) * 3 // 4
-        if event.get("isBase64Encoded")
-        else len(body.encode("utf-8", "surrogatepass"))
-    )
     limit = get_settings().max_body_bytes
-    if size > limit:
-        raise PayloadTooLarge(f"The request body is larger than {limit} bytes.")
+    too_large = PayloadTooLarge(f"The request body is larger than {limit} bytes.")
+    if event.get("isBase64Encoded"):
+        if len(body) * 3 // 4 > limit:  # before decoding anything
+            raise too_large
+        text = _decoded_text(body)
+    else:
+        try:
+            # Strict: a str with surrogate escapes stands for bytes that were not UTF-8.
+            size = len(body.encode("utf-8"))
+        except UnicodeEncodeError as exc:
+            raise MalformedJson("The request body is not UTF-8.") from exc
+        if size > limit:
+            raise too_large
+        text = body
+    if _nested_deeper_than(text, MAX_JSON_DEPTH):
+        raise MalformedJson(f"The request body nests deeper than {MAX_JSON_DEPTH} levels.")
+
+
+def _decoded_text(body: str) -> str:
+    """A base64 body (API Gateway encodes any body that is not valid UTF-8) as text, decoded
+    as Powertools will decode it; 400 when it is not base64 or its bytes are not UTF-8."""
+    try:
+        return base64.b64decode(body).decode("utf-8")
+    except binascii.Error as exc:
+        raise MalformedJson("The request body is not valid base64.") from exc
+    except UnicodeDecodeError as exc:
+        raise MalformedJson("The request body is not UTF-8.") from exc
+
+
+def _nested_deeper_than(text: str, limit: int) -> bool:
+    # A body cannot nest deeper than it has openers: almost every body stops here, at C speed.
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    depth = 0
+    for token in _JSON_NESTING_TOKENS.findall(text):
+        if token in ("[", "{"):
+            depth += 1
+            if depth > limit:
+                return True
+        elif token in ("]", "}"):
+            depth -= 1
+    return False
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    """The JSON body deserializer: every JSON body this API takes is an object. Powertools
+    would validate the first item of a top-level array as the body (so `[{"title": "x"}]`
+    created a trip) and `null` as no body at all."""
+    value = json.loads(text)  # JSONDecodeError: Powertools answers 400 malformed_json
+    if not isinstance(value, dict):
+        raise ValidationFailed("The request body must be a JSON object.")
+    return value
 
 
 def _describe(errors: list[Any]) -> str:

@@ -5,10 +5,14 @@ PEM public key: no network; literal "\\n" sequences from env files are accepted)
 issuer's JWKS (CLERK_JWKS_URL, default <CLERK_ISSUER>/.well-known/jwks.json) through one
 PyJWKClient per container: the key set is fetched once, kept for an hour, and refetched when a
 token names an unknown key id (a key rotation) - at most once per JWKS_REFETCH_COOLDOWN_SECONDS,
-so a flood of made-up key ids cannot flood the JWKS endpoint. `iss` must be CLERK_ISSUER, `azp`
-one of CLERK_AUTHORIZED_PARTIES when that is set, `exp` present and `exp`/`nbf`/`iat` checked
-with CLERK_JWT_LEEWAY_SECONDS of leeway, `sub` a non-empty string. Bad tokens are 401s with a
-short reason; an unreachable JWKS endpoint is a 503. Tokens are never logged.
+so a flood of made-up key ids cannot flood the JWKS endpoint. `iss` must be CLERK_ISSUER, `exp`
+present and `exp`/`nbf`/`iat` checked with CLERK_JWT_LEEWAY_SECONDS of leeway, `sub` a non-empty
+string. `azp` (the origin of the page the token was issued to) must be one of
+CLERK_AUTHORIZED_PARTIES; with none configured, only tokens without `azp` (native apps,
+server-side tokens) pass, so a browser token is never accepted from just any origin. A v2
+token's `sts` must be "active": Clerk treats a "pending" session (sign-in tasks left, such as
+choosing an organization) as signed out. Bad tokens are 401s with a short reason; an
+unreachable JWKS endpoint is a 503. Tokens are never logged.
 
 Email and name come from optional session-token claims. Add them in the Clerk dashboard
 (Sessions > Customize session token):
@@ -49,6 +53,7 @@ MAX_TOKEN_CHARS = 8192
 MAX_SUBJECT_CHARS = 255
 
 BEARER_HINT = "Send the Clerk session token as 'Authorization: Bearer <token>'."
+UNAUTHORIZED_PARTY = "The session token was issued to an unauthorized party."
 
 
 @dataclass(frozen=True)
@@ -138,9 +143,9 @@ def _verify(token: str, settings: Settings, issuer: str) -> tuple[Identity, floa
         raise Unauthorized("The session token's signature is invalid.") from exc
     except jwt.PyJWTError as exc:
         raise Unauthorized("The session token is invalid.") from exc
-    parties = settings.clerk_authorized_parties
-    if parties and claims.get("azp") not in parties:
-        raise Unauthorized("The session token was issued to an unauthorized party.")
+    _check_authorized_party(claims.get("azp"), settings.clerk_authorized_parties)
+    if "sts" in claims and claims["sts"] != "active":
+        raise Unauthorized("The session is not active yet: sign-in has steps left to complete.")
     subject = claims.get("sub")
     if not isinstance(subject, str) or not subject.strip() or len(subject) > MAX_SUBJECT_CHARS:
         raise Unauthorized("The session token has no valid subject.")
@@ -148,6 +153,22 @@ def _verify(token: str, settings: Settings, issuer: str) -> tuple[Identity, floa
         clerk_id=subject, email=_claim_text(claims, "email"), name=_claim_text(claims, "name")
     )
     return identity, float(claims["exp"])
+
+
+def _check_authorized_party(azp: Any, parties: tuple[str, ...]) -> None:
+    if parties:
+        if azp not in parties:
+            raise Unauthorized(UNAUTHORIZED_PARTY)
+        return
+    if azp is not None:
+        # Clerk's guidance is an allowlist; the client is told only that it was refused (the
+        # fix is the operator's), the log says what to set.
+        logger.warning(
+            "session token with an azp claim refused: set CLERK_AUTHORIZED_PARTIES (the "
+            "ClerkAuthorizedParties parameter) to the front end's origins",
+            extra={"azp": str(azp)[:200]},
+        )
+        raise Unauthorized(UNAUTHORIZED_PARTY)
 
 
 def _claim_text(claims: dict[str, Any], name: str) -> str | None:

@@ -3,11 +3,13 @@
 The webhook's `data` for user.created/user.updated and the Backend API's user have the same
 shape, so one function reads both. The lookup uses the official SDK (clerk_backend_api), one
 client per container, with CLERK_SECRET_KEY (or the secret CLERK_SECRET_KEY_SECRET_ARN names)
-and CLERK_API_URL when set (Clerk's default is https://api.clerk.com/v1).
+and CLERK_API_URL when set (Clerk's default is https://api.clerk.com/v1). Without a secret key
+the lookup is skipped: the user is stored with an empty email, as one without any address is.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -81,14 +83,20 @@ def fetch_clerk_profile(clerk_id: str) -> ClerkProfile:
     """The user's profile from Clerk's Backend API (a new user whose token has no email).
 
     Unauthorized when Clerk does not know the user; UpstreamUnavailable on timeouts,
-    connection errors, 429 and 5xx; UpstreamError on other refusals; ConfigurationError
-    without a secret key."""
+    connection errors, 429 and 5xx; UpstreamError on other refusals; ConfigurationError when
+    the configured secret key cannot be read. With no secret key configured at all, an empty
+    profile: the new user is stored with an empty email (README, Users) instead of failing."""
+    if not isinstance(clerk_id, str) or not CLERK_ID.fullmatch(clerk_id):
+        raise Unauthorized(USER_GONE)
+    try:
+        client = _client.get()
+    except _NoSecretKey:
+        _warn_no_secret_key()
+        return ClerkProfile(None, None)
+    # After the client: without a key, the SDK is never loaded at all.
     import httpx
     from clerk_backend_api import models
 
-    if not isinstance(clerk_id, str) or not CLERK_ID.fullmatch(clerk_id):
-        raise Unauthorized(USER_GONE)
-    client = _client.get()
     try:
         user = client.users.get(user_id=clerk_id)
     except models.ResponseValidationError as exc:
@@ -120,12 +128,26 @@ def fetch_clerk_profile(clerk_id: str) -> ClerkProfile:
 def reset_clerk() -> None:
     """Forget the SDK client (tests, and a rotated secret key)."""
     _client.reset()
+    _warn_no_secret_key.cache_clear()
+
+
+class _NoSecretKey(ConfigurationError):
+    """Neither CLERK_SECRET_KEY nor CLERK_SECRET_KEY_SECRET_ARN is set: lookups are off."""
+
+
+@functools.cache
+def _warn_no_secret_key() -> None:
+    # Once per container: every new user without an email claim would repeat it.
+    logger.warning(
+        "CLERK_SECRET_KEY is not configured: new users whose session token has no email "
+        "claim are stored with an empty email until a Clerk webhook fills it in"
+    )
 
 
 def _open_client() -> Clerk:
     key = secret("CLERK_SECRET_KEY")
     if not key:
-        raise ConfigurationError(
+        raise _NoSecretKey(
             "Set CLERK_SECRET_KEY (or CLERK_SECRET_KEY_SECRET_ARN) to look up Clerk users."
         )
     # Imported on first use: the SDK costs ~0.1 s of cold start, and only a new user whose

@@ -23,6 +23,14 @@ class BadRequest(AppError):
     default_message = "The request could not be read."
 
 
+class MalformedJson(BadRequest):
+    """The body cannot be read as JSON at all: not UTF-8 (RFC 8259 requires it), not valid
+    base64 when API Gateway encoded it, or nested too deeply to parse safely."""
+
+    code = "malformed_json"
+    default_message = "The request body is not valid JSON."
+
+
 class Unauthorized(AppError):
     status = 401
     code = "unauthorized"
@@ -73,11 +81,20 @@ class RateLimited(AppError):
 
 
 class ConfigurationError(AppError):
-    """A required setting is missing or malformed. Raised loudly at use, never at import."""
+    """A required setting is missing or malformed. Raised loudly at use, never at import.
+
+    The detail names settings, secret ARNs (with the account id) and AWS's own error text: it
+    is for the operator only (the ERROR log, the migrate function's result), so `message`, the
+    client's part, is the bare 500 every unexpected failure gets. `str(exc)` is the detail."""
 
     status = 500
-    code = "configuration_error"
-    default_message = "The service is not configured correctly."
+    code = "internal_error"
+    default_message = "Something went wrong on our side."
+
+    def __init__(self, detail: str) -> None:
+        super().__init__()
+        self.detail = detail
+        self.args = (detail,)
 
 
 class DatabaseUnavailable(AppError):

@@ -65,22 +65,32 @@ class ApiModel(BaseModel):
     )
 
 
+def _storable(text: str, field: str) -> str:
+    """Text PostgreSQL and Backboard can take. JSON may escape half of a surrogate pair alone
+    ("\\ud800"), which no UTF-8 can encode: refused here, before any side effect, instead of
+    failing at the INSERT after a Backboard call."""
+    if "\x00" in text:
+        raise ValueError(f"{field} must not contain NUL characters")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        message = f"{field} must not contain lone surrogates (unpaired \\ud800-\\udfff)"
+        raise ValueError(message) from None
+    return text
+
+
 def _clean_title(value: str) -> str:
     title = value.strip()
     if not 1 <= len(title) <= TITLE_MAX:
         raise ValueError(f"title must be 1 to {TITLE_MAX} characters after trimming")
-    if "\x00" in title:
-        raise ValueError("title must not contain NUL characters")
-    return title
+    return _storable(title, "title")
 
 
 def _clean_content(value: str) -> str:
     content = value.strip()
     if not 1 <= len(content) <= CONTENT_MAX:
         raise ValueError(f"content must be 1 to {CONTENT_MAX} characters after trimming")
-    if "\x00" in content:
-        raise ValueError("content must not contain NUL characters")
-    return content
+    return _storable(content, "content")
 
 
 Title = Annotated[str, AfterValidator(_clean_title)]

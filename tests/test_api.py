@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -353,6 +354,24 @@ def test_expired_token_is_401(api: Callable[[str], Client], issuer: LocalIssuer)
     assert reply.status == 401
 
 
+def test_a_pending_session_is_401_and_provisions_nothing(
+    api: Callable[[str], Client],
+    issuer: LocalIssuer,
+    admin_conn: Conn,
+    backboard: BackboardStandIn,
+) -> None:
+    """Clerk treats a pending session (sign-in tasks left) as signed out: no user, no
+    assistant, no trip."""
+    pending = issuer.mint("user_pending", email="p@example.test", extra={"v": 2, "sts": "pending"})
+    reply = Client(pending).call("POST", "/sessions", body={"title": "x"})
+    assert (reply.status, reply.body["error"]["code"]) == (401, "unauthorized")
+    assert _count(admin_conn, 'SELECT count(*) FROM "User"') == 0
+    assert _count(admin_conn, 'SELECT count(*) FROM "Session"') == 0
+    assert backboard.assistants() == {}
+    active = issuer.mint("user_active", email="a@example.test", extra={"v": 2, "sts": "active"})
+    assert Client(active).call("GET", "/sessions").status == 200
+
+
 @pytest.mark.parametrize(
     ("method", "path", "body", "query", "status", "code"),
     [
@@ -490,4 +509,33 @@ def test_first_request_without_email_claim_looks_the_user_up_in_clerk(
         assert admin_conn.execute(
             'SELECT count(*) FROM "User" WHERE "clerkId" = %s', ("user_new",)
         ).fetchone() == (0,)
+    clerk.reset_clerk()
+
+
+def test_first_request_without_email_claim_and_without_a_secret_key_stores_an_empty_email(
+    api: Callable[[str], Client],
+    issuer: LocalIssuer,
+    admin_conn: Conn,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The Backend API lookup is optional: without CLERK_SECRET_KEY a new user whose token has
+    no email claim is stored with an empty email (as one without any address is), and the
+    missing key is logged once as a warning, not answered with a 500."""
+    from shared import clerk
+
+    for name in ("CLERK_SECRET_KEY", "CLERK_SECRET_KEY_SECRET_ARN", "CLERK_API_URL"):
+        monkeypatch.delenv(name, raising=False)
+    config.reset_caches()
+    clerk.reset_clerk()
+    caplog.set_level(logging.WARNING)
+    for clerk_id in ("user_phone_1", "user_phone_2"):
+        reply = Client(issuer.mint(clerk_id, name="Pat")).call("GET", "/sessions")
+        assert reply.status == 200, reply.body
+    rows = admin_conn.execute(
+        'SELECT "clerkId", email, name FROM "User" ORDER BY "clerkId"'
+    ).fetchall()
+    assert rows == [("user_phone_1", "", "Pat"), ("user_phone_2", "", "Pat")]
+    warnings = [r for r in caplog.records if "CLERK_SECRET_KEY" in r.getMessage()]
+    assert [r.levelno for r in warnings] == [logging.WARNING]  # once, not once per user
     clerk.reset_clerk()

@@ -198,9 +198,34 @@ def test_authorized_parties_are_enforced(
         assert "unauthorized party" in refused(token).message
 
 
-def test_azp_is_not_checked_when_no_parties_are_configured(clerk_issuer: LocalIssuer) -> None:
-    token = clerk_issuer.mint("user_1", azp="https://anything.example")
-    assert auth.authenticate(bearer(token)).clerk_id == "user_1"
+def test_without_configured_parties_a_token_naming_one_is_refused(
+    clerk_issuer: LocalIssuer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The safe default: with no allowlist, a browser token (its azp names the page's origin)
+    from any origin is refused; the client learns nothing of our settings, the log does."""
+    caplog.set_level(logging.WARNING)
+    error = refused(clerk_issuer.mint("user_1", azp="https://anything.example"))
+    assert error.message == "The session token was issued to an unauthorized party."
+    assert "CLERK_AUTHORIZED_PARTIES" not in error.message
+    [warning] = [r for r in caplog.records if "CLERK_AUTHORIZED_PARTIES" in r.getMessage()]
+    assert warning.levelno == logging.WARNING
+    assert warning.__dict__["azp"] == "https://anything.example"
+    # Tokens without azp (native apps, server-side tokens) name no origin to check.
+    assert auth.authenticate(bearer(clerk_issuer.mint("user_2"))).clerk_id == "user_2"
+
+
+# Session status (v2 tokens)
+
+
+@pytest.mark.parametrize("status", ["pending", "ended", "", None, 2])
+def test_a_session_that_is_not_active_is_refused(clerk_issuer: LocalIssuer, status: object) -> None:
+    """Clerk treats a pending session (sign-in tasks left) as signed out: so do we."""
+    token = clerk_issuer.mint("user_1", extra={"v": 2, "sts": status})
+    assert "not active" in refused(token).message
+    # An active v2 session passes, and so does a v1 token (it has no sts claim).
+    active = clerk_issuer.mint("user_2", extra={"v": 2, "sts": "active"})
+    assert auth.authenticate(bearer(active)).clerk_id == "user_2"
+    assert auth.authenticate(bearer(clerk_issuer.mint("user_3"))).clerk_id == "user_3"
 
 
 # The JWKS: fetched once, refetched on rotation, never flooded

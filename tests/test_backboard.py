@@ -345,8 +345,8 @@ def test_missing_key_is_a_configuration_error(
     threads_before = backboard_loop_threads()
     with pytest.raises(ConfigurationError) as caught:
         get_backboard()
-    assert "BACKBOARD_API_KEY " in caught.value.message
-    assert "BACKBOARD_API_KEY_SECRET_ARN" in caught.value.message
+    assert "BACKBOARD_API_KEY " in caught.value.detail
+    assert "BACKBOARD_API_KEY_SECRET_ARN" in caught.value.detail
     assert backboard_loop_threads() == threads_before  # nothing started for a failed build
 
 

@@ -3,10 +3,12 @@ a new user's profile: the official Clerk SDK against the loopback stand-in."""
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
 import pytest
+from moto import mock_aws
 
 from shared import clerk, config
 from shared.clerk import ClerkProfile, fetch_clerk_profile, profile_from_clerk_user
@@ -229,15 +231,37 @@ def test_a_wrong_secret_key_is_an_upstream_error_and_a_fixed_one_is_picked_up(
     assert fetch_clerk_profile("user_x").email == "x@example.test"
 
 
-def test_no_secret_key_is_a_configuration_error(
+def test_no_secret_key_is_an_empty_profile_and_one_warning(
+    clerk_env: ClerkStandIn, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Lookups are optional (README): without a key the user is stored with an empty email."""
+    monkeypatch.delenv("CLERK_SECRET_KEY")
+    clerk.reset_clerk()
+    caplog.set_level(logging.WARNING)
+    clerk_env.add_user("user_x", email="x@example.test")
+    assert fetch_clerk_profile("user_x") == ClerkProfile(None, None)
+    assert fetch_clerk_profile("user_y") == ClerkProfile(None, None)
+    assert clerk_env.paths == []
+    [warning] = [r for r in caplog.records if "CLERK_SECRET_KEY" in r.getMessage()]
+    assert warning.levelno == logging.WARNING
+    assert "sk_" not in caplog.text
+
+
+@mock_aws
+def test_a_configured_secret_key_that_cannot_be_read_is_still_a_configuration_error(
     clerk_env: ClerkStandIn, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.delenv("CLERK_SECRET_KEY")
+    arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:clerk-missing-AbCdEf"
+    monkeypatch.setenv("CLERK_SECRET_KEY_SECRET_ARN", arn)
+    config.reset_caches()
     clerk.reset_clerk()
     with pytest.raises(ConfigurationError) as caught:
         fetch_clerk_profile("user_x")
-    assert "CLERK_SECRET_KEY" in caught.value.message
-    assert "CLERK_SECRET_KEY_SECRET_ARN" in caught.value.message
+    assert arn in caught.value.detail  # for the operator's log...
+    assert arn not in caught.value.message  # ...never for the client
     assert clerk_env.paths == []
 
 

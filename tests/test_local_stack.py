@@ -15,6 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.devstack.token_issuer import LocalIssuer
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -79,6 +81,23 @@ def test_make_dev_serves_the_api_and_stops_cleanly(tmp_path: Path) -> None:
             assert client.delete(f"/sessions/{trip_id}").status_code == 204
             assert client.get(f"/sessions/{trip_id}").status_code == 404
             assert httpx.get(f"{base}/sessions").status_code == 401
+        # `make token` mints for this server's origin, which make dev allows (an allowlist,
+        # as in AWS); a token issued to another origin is refused.
+        minted = subprocess.run(
+            [sys.executable, "-m", "tests.devstack.token_issuer", "--user", "bob"],
+            cwd=REPO,
+            env={**env, "PORT": str(port)},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        bob = httpx.get(f"{base}/sessions", headers={"Authorization": f"Bearer {minted}"})
+        assert bob.status_code == 200, bob.text
+        issuer = LocalIssuer.load_or_create(tmp_path / "local" / "dev-issuer-key.pem")
+        foreign = issuer.mint("user_local_eve", azp="https://evil.example")
+        eve = httpx.get(f"{base}/sessions", headers={"Authorization": f"Bearer {foreign}"})
+        assert eve.status_code == 401, eve.text
+        assert eve.json()["error"]["code"] == "unauthorized"
     finally:
         process.send_signal(signal.SIGINT)
         try:

@@ -66,6 +66,14 @@ def test_template_settings() -> None:
         "DATABASE_URL",
     ):
         assert name not in variables
+    # Authorized parties are an allowlist of origins, always: no empty default (which the
+    # functions would read as "no allowlist") and nothing that is not an origin.
+    parties = template["Parameters"]["ClerkAuthorizedParties"]
+    assert "Default" not in parties
+    pattern = parties["AllowedPattern"]
+    assert re.fullmatch(pattern, "https://app.example.com, http://localhost:3000")
+    for bad in ("", " ", "*", "https://app.example.com/", "app.example.com"):
+        assert not re.fullmatch(pattern, bad), bad
 
 
 def _refs(node: Any) -> set[str]:

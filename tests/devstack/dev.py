@@ -4,7 +4,8 @@
   data persists under .local/pgdata;
 - the migrate function, applied before serving;
 - Backboard: the real one when BACKBOARD_API_KEY is set, else the offline stand-in;
-- Clerk: the real issuer when CLERK_ISSUER is set, else a local token issuer (`make token`);
+- Clerk: the real issuer when CLERK_ISSUER is set, else a local token issuer (`make token`),
+  whose tokens name this server's origin, which CLERK_AUTHORIZED_PARTIES then allows;
 - the API on 127.0.0.1:3000, routed by template.yaml to the same handlers Lambda runs.
 Ctrl-C stops everything this started.
 """
@@ -29,6 +30,7 @@ DEV_WEBHOOK_SECRET = (
     "whsec_ZGV2LW9ubHktd2ViaG9vay1zZWNyZXQtMzItYnl0ZXM="  # dev-only, never deployed
 )
 DEV_BACKBOARD_KEY = "dev-local-backboard-key"
+DEFAULT_PORT = 3000  # as tests.devstack.token_issuer assumes for `make token`
 
 
 def load_dotenv(path: Path) -> None:
@@ -94,20 +96,29 @@ def start_backboard(stack: ExitStack) -> None:
     )
 
 
-def configure_clerk() -> str | None:
+def configure_clerk(port: int = DEFAULT_PORT) -> str | None:
     """Use the local issuer unless real Clerk settings exist; returns a sample token."""
     if not os.environ.get("CLERK_WEBHOOK_SIGNING_SECRET"):
         os.environ["CLERK_WEBHOOK_SIGNING_SECRET"] = DEV_WEBHOOK_SECRET
     if os.environ.get("CLERK_ISSUER"):
         print("clerk: verifying tokens from the configured CLERK_ISSUER")
+        if not os.environ.get("CLERK_AUTHORIZED_PARTIES"):
+            print(
+                "clerk: CLERK_AUTHORIZED_PARTIES is not set: browser tokens (they carry azp) "
+                "will be refused; set it to your front end's origin(s)"
+            )
         return None
-    from tests.devstack.token_issuer import LocalIssuer
+    from tests.devstack.token_issuer import LocalIssuer, default_azp, local_origins
 
     issuer = LocalIssuer.load_or_create(LOCAL / "dev-issuer-key.pem")
     os.environ["CLERK_ISSUER"] = issuer.issuer
     os.environ["CLERK_JWT_KEY"] = issuer.public_pem()
+    # An allowlist, as in AWS: this server's own origins, unless .env names others.
+    os.environ.setdefault("CLERK_AUTHORIZED_PARTIES", ",".join(local_origins(port)))
     print("clerk: local token issuer (make token USER=alice prints a token)")
-    return issuer.mint("user_local_alice", email="alice@example.test", name="Alice")
+    return issuer.mint(
+        "user_local_alice", email="alice@example.test", name="Alice", azp=default_azp(os.environ)
+    )
 
 
 def quickstart(base_url: str, token: str | None) -> None:
@@ -128,9 +139,10 @@ API on {base_url}  (Ctrl-C stops everything)
     )
 
 
-def prepare_environment(stack: ExitStack) -> str | None:
-    """Everything the handlers need, local stand-ins where nothing real is configured;
-    `stack` stops what was started. Returns a sample token when the local issuer is used."""
+def prepare_environment(stack: ExitStack, port: int = DEFAULT_PORT) -> str | None:
+    """Everything the handlers need, local stand-ins where nothing real is configured, for an
+    API served on `port`; `stack` stops what was started. Returns a sample token when the
+    local issuer is used."""
     load_dotenv(REPO / ".env")
     os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
     os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "TripChatLocal")
@@ -138,7 +150,7 @@ def prepare_environment(stack: ExitStack) -> str | None:
     start_database(stack)
     migrate()
     start_backboard(stack)
-    token = configure_clerk()
+    token = configure_clerk(port)
     from shared.config import reset_caches
     from shared.db import close_pool
 
@@ -150,7 +162,7 @@ def prepare_environment(stack: ExitStack) -> str | None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "3000")))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT") or DEFAULT_PORT))
     args = parser.parse_args(argv)
     stop = threading.Event()
     handle: Callable[[int, object], None] = lambda *_: stop.set()  # noqa: E731
@@ -158,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, handle)
 
     with ExitStack() as stack:
-        token = prepare_environment(stack)
+        token = prepare_environment(stack, args.port)
         from tests.devstack.local_api import LocalApi
 
         api = LocalApi(args.host, args.port).start()

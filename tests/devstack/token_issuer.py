@@ -6,7 +6,12 @@ kind of bad token the tests need (expired, not yet valid, wrong issuer or azp, u
 other RSA algorithms, `alg: none`). A development aid: it refuses to run when real Clerk
 settings are configured, and nothing deployed imports it.
 
+Its tokens name an authorized party (`azp`) as a browser's would: `make dev` allows its own
+origins (local_origins) in CLERK_AUTHORIZED_PARTIES, and the CLI mints for the first allowed
+one (CLERK_AUTHORIZED_PARTIES if set, else http://localhost:$PORT, port 3000 by default).
+
     python -m tests.devstack.token_issuer --user alice [--key-file PATH] [--issuer URL]
+        [--azp ORIGIN]
 """
 
 from __future__ import annotations
@@ -35,6 +40,21 @@ REAL_CLERK_SETTINGS = ("CLERK_JWKS_URL", "CLERK_SECRET_KEY", "CLERK_SECRET_KEY_S
 # Algorithms mint() can sign with this issuer's RSA key (only RS256 is accepted by shared.auth).
 RSA_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
 USER_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+DEFAULT_PORT = 3000
+
+
+def local_origins(port: int) -> tuple[str, str]:
+    """The origins a browser on this machine uses for the local API: `make dev` allows both."""
+    return f"http://localhost:{port}", f"http://127.0.0.1:{port}"
+
+
+def default_azp(env: Mapping[str, str]) -> str:
+    """The origin local tokens name: the first configured authorized party, else the local
+    API's own origin (PORT, as `make dev` reads it)."""
+    configured = [p.strip() for p in env.get("CLERK_AUTHORIZED_PARTIES", "").split(",")]
+    if any(configured):
+        return next(p for p in configured if p)
+    return local_origins(int(env.get("PORT") or DEFAULT_PORT))[0]
 
 
 class LocalIssuer:
@@ -197,6 +217,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--key-file", type=Path, default=None, help="PEM private key")
     parser.add_argument("--issuer", default=LOCAL_ISSUER, help="the token's iss claim")
     parser.add_argument("--expires-in", type=int, default=3600, help="seconds")
+    parser.add_argument(
+        "--azp",
+        default=None,
+        help="the token's azp (origin) claim; default: the first CLERK_AUTHORIZED_PARTIES "
+        "entry, else http://localhost:$PORT; '' for none",
+    )
     args = parser.parse_args(argv)
     reason = refusal(os.environ, args.issuer)
     if reason:
@@ -211,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         f"user_local_{user}",
         email=f"{user}@example.test",
         name=user.replace("_", " ").replace("-", " ").title(),
+        azp=default_azp(os.environ) if args.azp is None else (args.azp or None),
         expires_in=args.expires_in,
     )
     print(token)
