@@ -36,11 +36,7 @@ def verify_delivery(body: str, headers: Mapping[str, str]) -> dict[str, Any]:
     missing = [name for name in SVIX_HEADERS if not lowered.get(name)]
     if missing:
         raise BadRequest(f"Missing webhook headers: {', '.join(missing)}.")
-    signing_secret = secret("CLERK_WEBHOOK_SIGNING_SECRET")
-    if not signing_secret:
-        raise ConfigurationError(
-            "Set CLERK_WEBHOOK_SIGNING_SECRET or CLERK_WEBHOOK_SIGNING_SECRET_SECRET_ARN."
-        )
+    signing_secret = _signing_secret()
     try:
         Webhook(signing_secret).verify(body, lowered)
     except (WebhookVerificationError, ValueError) as exc:
@@ -54,6 +50,21 @@ def verify_delivery(body: str, headers: Mapping[str, str]) -> dict[str, Any]:
     if not isinstance(payload, dict) or not isinstance(payload.get("type"), str):
         raise ValidationFailed("The webhook body has no event type.")
     return payload
+
+
+def _signing_secret() -> str:
+    """The endpoint's signing secret. Anyone on the internet can call the webhook, so what is
+    misconfigured (setting names, secret ARNs) goes to the log, not into the response."""
+    try:
+        signing_secret = secret("CLERK_WEBHOOK_SIGNING_SECRET")
+    except ConfigurationError as exc:  # e.g. the secret's ARN cannot be read
+        why = exc.message
+    else:
+        if signing_secret:
+            return signing_secret
+        why = "Set CLERK_WEBHOOK_SIGNING_SECRET or CLERK_WEBHOOK_SIGNING_SECRET_SECRET_ARN."
+    logger.error("webhook signing secret unavailable", extra={"why": why})
+    raise ConfigurationError()
 
 
 def apply_event(payload: Mapping[str, Any]) -> str:

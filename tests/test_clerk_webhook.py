@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -265,14 +266,31 @@ def test_signed_but_malformed_payloads_are_client_errors(
 
 
 def test_missing_signing_secret_is_a_configuration_error_without_details(
-    clean_db: str, backboard: BackboardStandIn, monkeypatch: pytest.MonkeyPatch
+    clean_db: str,
+    backboard: BackboardStandIn,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """The caller (anyone on the internet) learns only that the service is misconfigured;
+    which setting is missing is for the operator, in the log."""
     monkeypatch.delenv("CLERK_WEBHOOK_SIGNING_SECRET", raising=False)
+    monkeypatch.delenv("CLERK_WEBHOOK_SIGNING_SECRET_SECRET_ARN", raising=False)
     status, body, _ = post(
         *delivery("user.created", clerk_user("u", email="u@example.test", updated_at=1))
     )
     assert status == 500
-    assert body["error"]["code"] == "configuration_error"
+    assert body == {
+        "error": {
+            "code": "configuration_error",
+            "message": "The service is not configured correctly.",
+        }
+    }
+    explained = [
+        r for r in caplog.records if r.getMessage() == "webhook signing secret unavailable"
+    ]
+    assert len(explained) == 1
+    assert explained[0].levelno == logging.ERROR
+    assert "CLERK_WEBHOOK_SIGNING_SECRET" in explained[0].__dict__["why"]
 
 
 def test_wrong_method_and_path(webhook_env: BackboardStandIn) -> None:
