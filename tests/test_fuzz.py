@@ -31,14 +31,17 @@ bodies = st.one_of(
     st.fixed_dictionaries({"content": st.text(max_size=9000)}),
     st.text(max_size=200).map(lambda text: {"raw": text}),  # sent as-is, often not JSON
 )
+# Paths, query strings and headers travel as UTF-8 text: a lone surrogate cannot be sent in
+# them, so these strategies never draw one (and a test never needs to skip an example).
+http_chars = st.characters(exclude_categories=["Cs"])
 path_ids = st.text(
-    alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="/?#"),
+    alphabet=st.characters(exclude_categories=["Cs"], exclude_characters="/?#"),
     min_size=1,
     max_size=120,
 )
 queries = st.dictionaries(
     st.sampled_from(["limit", "cursor", "before", "after", "other"]),
-    st.text(max_size=300),
+    st.text(alphabet=http_chars, max_size=300),
     max_size=3,
 )
 METHODS = ["GET", "POST", "PATCH", "DELETE", "PUT"]
@@ -87,7 +90,7 @@ def test_sessions_collection(
     suffix=st.sampled_from(["", "/messages"]),
     body=bodies,
     query=queries,
-    key=st.one_of(st.none(), st.text(max_size=300)),
+    key=st.one_of(st.none(), st.text(alphabet=http_chars, max_size=300)),
     content_type=st.sampled_from(
         ["application/json", "text/plain", "application/x-www-form-urlencoded", "", "x/y; a=b"]
     ),
@@ -109,12 +112,9 @@ def test_trip_routes(
     headers = {"content-type": content_type}
     if key is not None:
         headers["idempotency-key"] = key
-    try:
-        reply = client.call(
-            method, f"/sessions/{trip_id}{suffix}", body=_raw(body), query=query, headers=headers
-        )
-    except UnicodeEncodeError:
-        pytest.skip("not representable in an HTTP request")
+    reply = client.call(
+        method, f"/sessions/{trip_id}{suffix}", body=_raw(body), query=query, headers=headers
+    )
     _assert_handled(reply.status, reply.body)
 
 
@@ -123,7 +123,7 @@ def test_trip_routes(
     body=st.one_of(st.text(max_size=500), json_values.map(json.dumps)),
     headers=st.dictionaries(
         st.sampled_from(["svix-id", "svix-timestamp", "svix-signature", "content-type"]),
-        st.text(max_size=100),
+        st.text(alphabet=http_chars, max_size=100),
     ),
 )
 def test_webhook(

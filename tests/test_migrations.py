@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
 import threading
+import uuid
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from typing import Any, cast
 
 import psycopg
 import pytest
 
 from functions.migrate import app as migrate_app
 from shared import migrations
+from tests.conftest import ADMIN_URL
+from tests.devstack.apigw import LambdaContext
+from tests.devstack.loopback import LoopbackServer
 from tests.devstack.response_url import ResponseUrl
 
 REPO = Path(__file__).resolve().parent.parent
@@ -118,8 +125,10 @@ def test_failing_statement_leaves_nothing_half_applied(
     assert "0900_broken.sql" not in _tracked(conn)
     # Files before the broken one are applied and recorded; the lock was released.
     assert len(_tracked(conn)) == len(list(sql_copy.glob("*.sql"))) - 1
+    # Only this database's locks: other tests and users share the server.
     row = conn.execute(
-        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+        "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
     ).fetchone()
     assert row == (0,)
 
@@ -235,3 +244,163 @@ def test_cloudformation_custom_resource_applies_and_answers(
         # Deleting the stack never touches the database.
         migrate_app._custom_resource({**event, "RequestType": "Delete"})
         assert answers[-1]["Status"] == "SUCCESS"
+
+
+@pytest.fixture
+def ddl_less_role(empty_database: str) -> Iterator[str]:
+    """A URL for the empty database as a role that may connect but not create anything, so
+    the migrator fails with a plain psycopg error (InsufficientPrivilege) mid-work."""
+    role = f"tripchat_noddl_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE ROLE "{role}" LOGIN')
+    try:
+        yield empty_database.replace("postgres@", f"{role}@", 1)
+    finally:
+        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+
+
+def _handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """The migrate function's entry point, with the stand-in for Lambda's context object."""
+    return migrate_app.lambda_handler(event, cast(Any, context))
+
+
+def _cloudformation_event(url: str) -> dict[str, Any]:
+    return {
+        "RequestType": "Create",
+        "ResponseURL": url,
+        "StackId": "stack",
+        "RequestId": "req-unexpected",
+        "LogicalResourceId": "DatabaseSchema",
+    }
+
+
+@pytest.mark.parametrize(
+    "failure", ["unparsable-url-setting", "bad-url-option", "psycopg-error", "non-utf8-file"]
+)
+def test_custom_resource_answers_failed_on_unexpected_errors(
+    failure: str,
+    empty_database: str,
+    ddl_less_role: str,
+    sql_copy: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Errors other than the two mapped ones still get a FAILED answer (not a deploy hanging
+    until ServiceTimeout), with a short reason that quotes neither the error's message nor
+    any credential; the details go to the log, credentials redacted."""
+    from shared import config
+
+    password = "hunter2-do-not-leak"  # a fake one, which must not leak
+    if failure == "unparsable-url-setting":
+        # A bad setting: the URL cannot even be split, before any work starts.
+        url = f"postgresql://admin:{password}@[::1/tripchat"
+        expected_type = "ValueError"
+    elif failure == "bad-url-option":
+        # psycopg refuses the URL before connecting, quoting the bad token: the password.
+        password += "%zz"
+        url = f"postgresql://admin:{password}@127.0.0.1:5432/tripchat"
+        expected_type = "ProgrammingError"
+    elif failure == "psycopg-error":
+        url = ddl_less_role
+        expected_type = "InsufficientPrivilege, SQLSTATE 42501"
+    else:
+        url = empty_database
+        (sql_copy / "0900_latin1.sql").write_bytes(b"-- caf\xe9\nSELECT 1;\n")
+        monkeypatch.setenv("MIGRATIONS_DIR", str(sql_copy))
+        expected_type = "UnicodeDecodeError"
+    monkeypatch.setenv("DATABASE_URL", url)
+    config.reset_caches()
+    context = LambdaContext(log_stream_name="2026/01/01/[$LATEST]abc")
+
+    with ResponseUrl() as response_url:
+        result = _handle(_cloudformation_event(response_url.url), context)
+        answers = response_url.answers
+
+    assert result["ok"] is False
+    assert len(answers) == 1
+    answer = answers[0]
+    assert answer["Status"] == "FAILED"
+    assert answer["RequestId"] == "req-unexpected"
+    assert answer["PhysicalResourceId"] == migrate_app.PHYSICAL_RESOURCE_ID
+    reason = str(answer["Reason"])
+    assert reason == (
+        f"Migration failed unexpectedly ({expected_type}); see log stream "
+        f"{context.log_stream_name}, request {context.aws_request_id}."
+    )
+    # Each record as the function's own (Powertools JSON) formatter writes it to CloudWatch.
+    formatter = migrate_app.logger.registered_formatter
+    logs = [formatter.format(r) for r in caplog.records if r.name == "migrate"]
+    records = [json.loads(line) for line in logs]
+    failed = [r for r in records if r["message"] == "migration failed unexpectedly"]
+    assert len(failed) == 1
+    assert failed[0]["error_type"] == expected_type.split(",")[0]
+    assert "Traceback" in failed[0]["traceback"]
+    assert not any(password in line for line in logs)
+    if failure == "bad-url-option":
+        assert 'invalid percent-encoded token: "***"' in failed[0]["traceback"]
+
+
+def test_custom_resource_reason_never_carries_url_credentials(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Even a mapped error's message is redacted before it reaches the stack events."""
+    from shared import config
+
+    # An unreachable server: psycopg's message names host and port; the reason must hold no
+    # user:password even if a future message quoted the URL.
+    monkeypatch.setenv("DATABASE_URL", "postgresql://admin:hunter2@127.0.0.1:1/none")
+    config.reset_caches()
+    with ResponseUrl() as response_url:
+        _handle(_cloudformation_event(response_url.url), LambdaContext())
+    answer = response_url.answers[-1]
+    assert answer["Status"] == "FAILED"
+    assert "Cannot connect to the database" in answer["Reason"]
+    assert "hunter2" not in answer["Reason"]
+    assert migrate_app._redact("x postgresql://admin:hunter2@h/db y") == (
+        "x postgresql://***@h/db y"
+    )
+
+
+class _FlakyResponseUrl:
+    """A presigned-URL stand-in that answers 503 to the first PUT, then records answers."""
+
+    def __init__(self) -> None:
+        self.answers: list[dict[str, Any]] = []
+        self.attempts = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_PUT(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                outer.attempts += 1
+                if outer.attempts > 1:
+                    outer.answers.append(json.loads(body))
+                self.send_response(503 if outer.attempts == 1 else 200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = LoopbackServer(("127.0.0.1", 0), Handler)
+
+
+def test_custom_resource_retries_a_failed_answer(
+    empty_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A transient S3 error on the answer is retried: a lost answer costs the whole
+    ServiceTimeout."""
+    from shared import config
+
+    monkeypatch.setenv("DATABASE_URL", empty_database)
+    config.reset_caches()
+    flaky = _FlakyResponseUrl()
+    flaky.server.start()
+    try:
+        url = f"http://127.0.0.1:{flaky.server.port}/presigned"
+        assert _handle(_cloudformation_event(url), LambdaContext())["ok"]
+    finally:
+        flaky.server.stop()
+    assert flaky.attempts == 2
+    assert [a["Status"] for a in flaky.answers] == ["SUCCESS"]

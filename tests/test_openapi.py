@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 
+import pytest
+
+from tests.devstack.template import http_routes
 from tests.tools import openapi
 
 
@@ -18,16 +22,78 @@ def test_document_describes_every_route_and_the_error_shape() -> None:
     assert operations == {
         ("GET", "/sessions"),
         ("POST", "/sessions"),
-        ("GET", "/sessions/{trip_id}"),
-        ("PATCH", "/sessions/{trip_id}"),
-        ("DELETE", "/sessions/{trip_id}"),
-        ("GET", "/sessions/{trip_id}/messages"),
-        ("POST", "/sessions/{trip_id}/messages"),
+        ("GET", "/sessions/{id}"),
+        ("PATCH", "/sessions/{id}"),
+        ("DELETE", "/sessions/{id}"),
+        ("GET", "/sessions/{id}/messages"),
+        ("POST", "/sessions/{id}/messages"),
         ("POST", "/webhooks/clerk"),
     }
-    send = doc["paths"]["/sessions/{trip_id}/messages"]["post"]
-    assert {"401", "404", "409", "413", "422", "429", "502", "503"} <= set(send["responses"])
+    send = doc["paths"]["/sessions/{id}/messages"]["post"]
+    assert {"401", "404", "409", "413", "415", "422", "429", "500", "502", "503"} <= set(
+        send["responses"]
+    )
     assert send["security"] == [{"clerkSession": []}]
     assert "security" not in doc["paths"]["/webhooks/clerk"]["post"]
     error = doc["components"]["schemas"]["ErrorBody"]
     assert error["required"] == ["error"]
+    for path, ops in doc["paths"].items():
+        for method, operation in ops.items():
+            for status, response in operation["responses"].items():
+                if int(status) >= 400:
+                    assert response["content"]["application/json"]["schema"] == {
+                        "$ref": "#/components/schemas/ErrorBody"
+                    }, (method, path, status)
+
+
+def test_paths_and_parameters_are_the_templates() -> None:
+    """The document's operations are exactly API Gateway's routes, with the same path
+    parameter names, so clients and API Gateway agree on the URL templates."""
+    doc = json.loads(openapi.render())
+    documented = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops}
+    assert documented == {(route.method, route.path) for route in http_routes()}
+    for path, ops in doc["paths"].items():
+        names = set(re.findall(r"{(\w+)}", path))
+        for operation in ops.values():
+            declared = {p["name"] for p in operation.get("parameters", []) if p["in"] == "path"}
+            assert declared == names, (path, declared)
+
+
+# Each operation's success: its status and the schema of its body (None: no body).
+SUCCESS = {
+    ("get", "/sessions"): ("200", "TripPage"),
+    ("post", "/sessions"): ("201", "TripOut"),
+    ("get", "/sessions/{id}"): ("200", "TripOut"),
+    ("patch", "/sessions/{id}"): ("200", "TripOut"),
+    ("delete", "/sessions/{id}"): ("204", None),
+    ("get", "/sessions/{id}/messages"): ("200", "MessagePage"),
+    ("post", "/sessions/{id}/messages"): ("201", "TurnOut"),
+    ("post", "/webhooks/clerk"): ("200", "WebhookReceipt"),
+}
+
+
+@pytest.mark.parametrize(("operation", "expected"), SUCCESS.items(), ids=str)
+def test_every_success_response_is_documented_with_its_schema(
+    operation: tuple[str, str], expected: tuple[str, str | None]
+) -> None:
+    doc = json.loads(openapi.render())
+    method, path = operation
+    status, schema = expected
+    responses = doc["paths"][path][method]["responses"]
+    assert [s for s in responses if s.startswith("2")] == [status]
+    if schema is None:
+        assert "content" not in responses[status]
+    else:
+        body = responses[status]["content"]["application/json"]["schema"]
+        assert body == {"$ref": f"#/components/schemas/{schema}"}
+        assert doc["components"]["schemas"][schema]["type"] == "object"
+
+
+def test_created_trip_links_to_the_operations_on_it() -> None:
+    doc = json.loads(openapi.render())
+    created = doc["paths"]["/sessions"]["post"]["responses"]["201"]
+    assert "Location" in created["headers"]
+    operation_ids = {op["operationId"] for ops in doc["paths"].values() for op in ops.values()}
+    for link in created["links"].values():
+        assert link["operationId"] in operation_ids
+        assert link["parameters"] == {"id": "$response.body#/id"}

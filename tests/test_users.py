@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import multiprocessing
 import os
 import threading
@@ -9,6 +11,7 @@ import time
 
 import psycopg
 import pytest
+from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 
 from shared import users
 from shared.clerk import ClerkProfile
@@ -211,14 +214,39 @@ def test_erase_user_removes_exactly_that_users_data(
 
 
 def test_erase_survives_backboard_failures_and_logs_them(
-    two_users_with_trips: tuple[User, User], admin_conn: Conn, backboard: BackboardStandIn
+    two_users_with_trips: tuple[User, User],
+    admin_conn: Conn,
+    backboard: BackboardStandIn,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     _, gone = two_users_with_trips
+    threads = {t for t, assistant in backboard.threads().items() if assistant == gone.assistant_id}
+    assert len(threads) == 2
     backboard.inject("delete_assistant", status=500, times=None)
     backboard.inject("delete_thread", status=500, times=None)
+    caplog.set_level(logging.WARNING)
     assert users.erase_user("user_gone") is True  # the database erasure is what must hold
     assert _user_rows(admin_conn, "user_gone") == []
     assert gone.assistant_id in backboard.assistants()  # left for the operator, and logged
+    assert threads <= set(backboard.threads())
+
+    # Each object left behind is logged at ERROR with its id, as the Powertools formatter
+    # writes it to CloudWatch: what an operator needs to delete it by hand.
+    formatter = LambdaPowertoolsFormatter()
+    logged = [json.loads(formatter.format(r)) for r in caplog.records if r.levelno >= logging.ERROR]
+    thread_logs = [r for r in logged if "thread_id" in r]
+    assistant_logs = [r for r in logged if "assistant_id" in r]
+    assert {r["thread_id"] for r in thread_logs} == threads
+    assert len(thread_logs) == len(threads)
+    assert {r["assistant_id"] for r in assistant_logs} == {gone.assistant_id}
+    for record in thread_logs:
+        assert record["message"] == "could not delete Backboard thread; delete it by hand"
+    for record in assistant_logs:
+        assert record["message"] == "could not delete Backboard assistant; delete it by hand"
+    for record in logged:
+        assert record["level"] == "ERROR"
+        assert record["error"] == "upstream_unavailable"
+    assert len(logged) == len(thread_logs) + len(assistant_logs)
 
 
 def test_profile_updates_apply_in_event_order(clean_db: str, backboard: BackboardStandIn) -> None:

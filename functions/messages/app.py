@@ -16,38 +16,52 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 # Every request verifies a token: load the JWT library with the function, not on the first request.
 import shared.auth  # noqa: F401
 from shared import chat
-from shared.api import ERROR_RESPONSES, create_app, request_viewer, resolve
+from shared.api import create_app, request_viewer, resolve
+from shared.api_docs import documented
 from shared.models import MessageOut, MessagePage, SendMessageRequest, TurnOut
 
 logger = Logger(service="messages")
 metrics = Metrics(service="messages")  # namespace: POWERTOOLS_METRICS_NAMESPACE
 app = create_app()
 
+# Routes name it `id`, as template.yaml does; Powertools passes it by that name.
 TripId = Annotated[str, Path(min_length=1, max_length=100, description="The trip's id")]
 Cursor = Annotated[str | None, Query(max_length=200)]
 
 
 @app.get(
-    "/sessions/<trip_id>/messages",
+    "/sessions/<id>/messages",
     summary="Read a trip's conversation, a page at a time",
-    responses=ERROR_RESPONSES,
+    operation_id="listMessages",
+    responses=documented(200, "A page of the conversation, oldest first", MessagePage),
 )
 def list_messages(
-    trip_id: TripId,
+    id: TripId,
     limit: Annotated[int, Query(ge=1, le=200, description="Page size")] = 50,
     before: Cursor = None,
     after: Cursor = None,
 ) -> MessagePage:
-    return chat.list_messages(request_viewer(app), trip_id, limit=limit, before=before, after=after)
+    return chat.list_messages(request_viewer(app), id, limit=limit, before=before, after=after)
 
 
 @app.post(
-    "/sessions/<trip_id>/messages",
+    "/sessions/<id>/messages",
     summary="Send a message and get the assistant's reply",
-    responses=ERROR_RESPONSES,
+    operation_id="sendMessage",
+    responses=documented(
+        201,
+        "The stored message and the assistant's stored reply",
+        TurnOut,
+        headers={
+            "Idempotent-Replayed": {
+                "description": "true when this answers a retry with a finished Idempotency-Key",
+                "schema": {"type": "string", "enum": ["true"]},
+            }
+        },
+    ),
 )
 def send_message(
-    trip_id: TripId,
+    id: TripId,
     request: Annotated[SendMessageRequest, Body()],
     idempotency_key: Annotated[
         str | None,
@@ -58,7 +72,7 @@ def send_message(
         ),
     ] = None,
 ) -> Response[TurnOut]:
-    turn = chat.send_message(request_viewer(app), trip_id, request.content, idempotency_key)
+    turn = chat.send_message(request_viewer(app), id, request.content, idempotency_key)
     metrics.add_metric(
         name="MessageReplayed" if turn.replayed else "MessageSent", unit=MetricUnit.Count, value=1
     )

@@ -11,7 +11,11 @@ Invoked three ways, all running the same code in `shared.migrations`:
 from __future__ import annotations
 
 import json
+import os
+import re
 import sys
+import time
+import traceback
 from dataclasses import asdict
 from typing import Any
 
@@ -19,7 +23,12 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from shared import migrations
-from shared.config import direct_database_url, get_settings
+from shared.config import (
+    DATABASE_URL_VARIABLES,
+    DIRECT_DATABASE_URL_VARIABLES,
+    direct_database_url,
+    get_settings,
+)
 from shared.errors import ConfigurationError
 
 logger = Logger(service="migrate")
@@ -63,41 +72,112 @@ def run(action: str) -> dict[str, Any]:
 @logger.inject_lambda_context
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if "RequestType" in event:
-        return _custom_resource(event)
+        return _custom_resource(event, context)
     result = run(str(event.get("action", "apply")))
     logger.info("migrate finished", extra={"result": result})
     return result
 
 
-def _custom_resource(event: dict[str, Any]) -> dict[str, Any]:
+def _custom_resource(event: dict[str, Any], context: LambdaContext | None = None) -> dict[str, Any]:
     """Answer CloudFormation: a migration that cannot be applied fails (and rolls back) the
     deploy. Drift alone does not: during a rollback the previous code runs with its older
     expected schema against a database that newer migrations already extended, and failing
-    then would leave the stack stuck in UPDATE_ROLLBACK_FAILED. Drift is logged instead."""
-    if event["RequestType"] == "Delete":
-        result: dict[str, Any] = {"ok": True, "action": "none"}
-    else:
-        result = run("apply")
+    then would leave the stack stuck in UPDATE_ROLLBACK_FAILED. Drift is logged instead.
+
+    Whatever goes wrong, CloudFormation gets an answer: without one the deploy hangs until
+    the resource's ServiceTimeout and then fails with no hint of why."""
+    try:
+        if event["RequestType"] == "Delete":
+            result: dict[str, Any] = {"ok": True, "action": "none"}
+        else:
+            result = run("apply")
+    except Exception as exc:  # anything unmapped (a bug, a psycopg error, bad settings)
+        result = {"ok": False, "action": "apply", "error": _unexpected(exc, context)}
     if result.get("drift"):
         logger.warning("schema differs from the expected one", extra={"drift": result["drift"]})
+    reason = result.get("error") or "; ".join(result.get("drift", [])) or "ok"
     body = {
         "Status": "FAILED" if "error" in result else "SUCCESS",
-        "Reason": (result.get("error") or "; ".join(result.get("drift", [])) or "ok")[:1000],
+        # Stack events are readable by more people than the logs: never a credential.
+        "Reason": _redact(reason)[:1000],
         "PhysicalResourceId": event.get("PhysicalResourceId", PHYSICAL_RESOURCE_ID),
-        "StackId": event["StackId"],
-        "RequestId": event["RequestId"],
-        "LogicalResourceId": event["LogicalResourceId"],
+        "StackId": event.get("StackId", ""),
+        "RequestId": event.get("RequestId", ""),
+        "LogicalResourceId": event.get("LogicalResourceId", ""),
         "Data": {"Applied": ",".join(result.get("applied", []))},
     }
-    import httpx  # only deploys need it: keep it out of every other cold start
-
-    # The response URL is a presigned S3 URL: it must get an empty Content-Type.
-    response = httpx.put(
-        event["ResponseURL"], content=json.dumps(body), headers={"Content-Type": ""}, timeout=10
-    )
-    response.raise_for_status()
+    _answer(event["ResponseURL"], body)
     logger.info("custom resource answered", extra={"status": body["Status"]})
     return result
+
+
+# user:password@ in a connection URL (a psycopg parse error quotes the whole URL).
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^\s/@]*@", re.IGNORECASE)
+
+
+def _redact(text: str) -> str:
+    """`text` without URL credentials nor the configured database password (psycopg's parse
+    errors quote the offending token, which may be the password alone)."""
+    for password in _configured_passwords():
+        text = text.replace(password, "***")
+    return _URL_CREDENTIALS.sub(r"\g<scheme>***@", text)
+
+
+def _configured_passwords() -> list[str]:
+    passwords = []
+    for name in (*DATABASE_URL_VARIABLES, *DIRECT_DATABASE_URL_VARIABLES):
+        # By hand, not urlsplit: the URL may be too malformed for it (that may be the error).
+        netloc = (os.environ.get(name) or "").partition("://")[2].split("/", 1)[0]
+        password = netloc.rpartition("@")[0].partition(":")[2]
+        if password:
+            passwords.append(password)
+    return passwords
+
+
+def _unexpected(exc: Exception, context: LambdaContext | None) -> str:
+    """Log the failure (traceback, credentials redacted) and return a short reason that
+    names only the error's type: its message may quote a URL, a secret or a value."""
+    logger.error(
+        "migration failed unexpectedly",
+        extra={
+            "error_type": type(exc).__name__,
+            "traceback": _redact("".join(traceback.format_exception(exc))),
+        },
+    )
+    kind = type(exc).__name__
+    sqlstate = getattr(exc, "sqlstate", None)
+    if sqlstate:
+        kind += f", SQLSTATE {sqlstate}"
+    where = (
+        f"log stream {context.log_stream_name}, request {context.aws_request_id}"
+        if context is not None
+        else "the migrate function's logs"
+    )
+    return f"Migration failed unexpectedly ({kind}); see {where}."
+
+
+ANSWER_ATTEMPTS = 3
+
+
+def _answer(url: str, body: dict[str, Any]) -> None:
+    """PUT the answer to the presigned URL, retrying transient failures: a lost answer costs
+    the whole ServiceTimeout."""
+    import httpx  # only deploys need it: keep it out of every other cold start
+
+    for attempt in range(1, ANSWER_ATTEMPTS + 1):
+        try:
+            # The response URL is a presigned S3 URL: it must get an empty Content-Type.
+            response = httpx.put(
+                url, content=json.dumps(body), headers={"Content-Type": ""}, timeout=10
+            )
+            if response.status_code < 500 or attempt == ANSWER_ATTEMPTS:
+                response.raise_for_status()
+                return
+        except httpx.TransportError:
+            if attempt == ANSWER_ATTEMPTS:
+                raise
+        logger.warning("answering CloudFormation failed; retrying", extra={"attempt": attempt})
+        time.sleep(attempt)
 
 
 def main(argv: list[str]) -> int:

@@ -16,17 +16,24 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 # Every request verifies a token: load the JWT library with the function, not on the first request.
 import shared.auth  # noqa: F401
 from shared import trips
-from shared.api import ERROR_RESPONSES, create_app, request_viewer, resolve
+from shared.api import create_app, request_viewer, resolve
+from shared.api_docs import documented, trip_links
 from shared.models import CreateTripRequest, RenameTripRequest, TripOut, TripPage
 
 logger = Logger(service="sessions")
 metrics = Metrics(service="sessions")  # namespace: POWERTOOLS_METRICS_NAMESPACE
 app = create_app()
 
+# Routes name it `id`, as template.yaml does; Powertools passes it by that name.
 TripId = Annotated[str, Path(min_length=1, max_length=100, description="The trip's id")]
 
 
-@app.get("/sessions", summary="List my trips, newest first", responses=ERROR_RESPONSES)
+@app.get(
+    "/sessions",
+    summary="List my trips, newest first",
+    operation_id="listTrips",
+    responses=documented(200, "A page of my trips, newest first", TripPage),
+)
 def list_sessions(
     limit: Annotated[int, Query(ge=1, le=100, description="Page size")] = 20,
     cursor: Annotated[
@@ -36,7 +43,18 @@ def list_sessions(
     return trips.list_trips(request_viewer(app), limit=limit, cursor=cursor)
 
 
-@app.post("/sessions", summary="Start a trip (a new assistant thread)", responses=ERROR_RESPONSES)
+@app.post(
+    "/sessions",
+    summary="Start a trip (a new assistant thread)",
+    operation_id="createTrip",
+    responses=documented(
+        201,
+        "The new trip",
+        TripOut,
+        headers={"Location": {"description": "The trip's URL", "schema": {"type": "string"}}},
+        links=trip_links("$response.body#/id"),
+    ),
+)
 def create_session(
     request: Annotated[CreateTripRequest | None, Body()] = None,
 ) -> Response[TripOut]:
@@ -49,23 +67,34 @@ def create_session(
     )
 
 
-@app.get("/sessions/<trip_id>", summary="Get one of my trips", responses=ERROR_RESPONSES)
-def get_session(trip_id: TripId) -> TripOut:
-    return TripOut.of(trips.get_trip(request_viewer(app), trip_id))
+@app.get(
+    "/sessions/<id>",
+    summary="Get one of my trips",
+    operation_id="getTrip",
+    responses=documented(200, "The trip", TripOut),
+)
+def get_session(id: TripId) -> TripOut:
+    return TripOut.of(trips.get_trip(request_viewer(app), id))
 
 
-@app.patch("/sessions/<trip_id>", summary="Rename one of my trips", responses=ERROR_RESPONSES)
-def rename_session(trip_id: TripId, request: Annotated[RenameTripRequest, Body()]) -> TripOut:
-    return TripOut.of(trips.rename_trip(request_viewer(app), trip_id, request.title))
+@app.patch(
+    "/sessions/<id>",
+    summary="Rename one of my trips",
+    operation_id="renameTrip",
+    responses=documented(200, "The renamed trip", TripOut),
+)
+def rename_session(id: TripId, request: Annotated[RenameTripRequest, Body()]) -> TripOut:
+    return TripOut.of(trips.rename_trip(request_viewer(app), id, request.title))
 
 
 @app.delete(
-    "/sessions/<trip_id>",
+    "/sessions/<id>",
     summary="Delete one of my trips with its messages",
-    responses=ERROR_RESPONSES,
+    operation_id="deleteTrip",
+    responses=documented(204, "Deleted, with its messages and its assistant thread"),
 )
-def delete_session(trip_id: TripId) -> Response[None]:
-    trips.delete_trip(request_viewer(app), trip_id)
+def delete_session(id: TripId) -> Response[None]:
+    trips.delete_trip(request_viewer(app), id)
     return Response(status_code=204, body=None)
 
 

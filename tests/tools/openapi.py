@@ -35,9 +35,13 @@ def build() -> dict[str, Any]:
         "clerkSession": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
     }
     for path, operations in merged["paths"].items():
-        if not path.startswith("/webhooks/"):
-            for operation in operations.values():
+        for operation in operations.values():
+            if not path.startswith("/webhooks/"):
                 operation["security"] = [{"clerkSession": []}]
+            for response in operation["responses"].values():
+                # A bodiless answer (204) has no content at all, not an empty map.
+                if response.get("content") == {}:
+                    del response["content"]
     merged["info"]["description"] = (
         "Trips and chat for the trip-planner app. Every route but the webhook needs a Clerk "
         "session token (Authorization: Bearer). Errors are "
