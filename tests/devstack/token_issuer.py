@@ -7,6 +7,7 @@ other RSA algorithms, `alg: none`). A development aid: it refuses to run when re
 settings are configured, and nothing deployed imports it.
 
     python -m tests.devstack.token_issuer --user alice [--key-file PATH] [--issuer URL]
+    (what `make token AS=alice` runs)
 """
 
 from __future__ import annotations
@@ -175,6 +176,13 @@ class LocalIssuer:
         return jwt.api_jws.encode(payload, self._key, algorithm=alg, headers=headers)
 
 
+def default_azp(env: Mapping[str, str]) -> str | None:
+    """The first CLERK_AUTHORIZED_PARTIES origin (None when unset): when they are configured,
+    the API refuses tokens without one of them in azp, as Clerk's front end would send."""
+    parties = [p.strip() for p in env.get("CLERK_AUTHORIZED_PARTIES", "").split(",")]
+    return next((p for p in parties if p), None)
+
+
 def refusal(env: Mapping[str, str], issuer: str) -> str | None:
     """Why local tokens must not be minted in this environment, or None."""
     real = [name for name in REAL_CLERK_SETTINGS if env.get(name)]
@@ -198,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--issuer", default=LOCAL_ISSUER, help="the token's iss claim")
     parser.add_argument("--expires-in", type=int, default=3600, help="seconds")
     args = parser.parse_args(argv)
+    from tests.devstack.dev import load_env_file
+
+    load_env_file()  # the settings `make dev` runs with
     reason = refusal(os.environ, args.issuer)
     if reason:
         print(reason, file=sys.stderr)
@@ -211,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         f"user_local_{user}",
         email=f"{user}@example.test",
         name=user.replace("_", " ").replace("-", " ").title(),
+        azp=default_azp(os.environ),
         expires_in=args.expires_in,
     )
     print(token)
