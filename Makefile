@@ -19,12 +19,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv and install the project with its dev tools
 
-dev: $(STAMP) ## run the backend on http://127.0.0.1:3000 (embedded PostgreSQL and stand-ins as needed)
+dev: $(STAMP) ## run the backend on http://127.0.0.1:8787 (PORT=...; embedded PostgreSQL and stand-ins as needed)
 	$(PY) -m tests.devstack.dev
 
-USER ?= alice
-token: $(STAMP) ## print a bearer token from the local issuer: make token USER=alice
-	@$(PY) -m tests.devstack.token_issuer --user $(USER)
+# Whose token: AS=bob on the command line. Not USER (make imports the shell's $USER) and not a
+# plain `AS ?=`: AS is make's built-in assembler variable and cross-compiling shells export it.
+TOKEN_AS := $(if $(filter command line,$(origin AS)),$(AS),alice)
+token: $(STAMP) ## print a bearer token from the local issuer: make token AS=alice
+	@$(PY) -m tests.devstack.token_issuer --user $(TOKEN_AS)
 
 invoke: $(STAMP) ## run one handler on a sample event: make invoke FN=sessions EVENT=events/sessions_list.json
 	@test -n "$(FN)" -a -n "$(EVENT)" || { echo "usage: make invoke FN=<function> EVENT=events/<file>.json"; exit 2; }

@@ -15,13 +15,20 @@ Semantics worth knowing:
 - reset() empties the state, clears faults and re-seeds the random generator; a delayed call
   from before the reset lands in the discarded state, never in the new one.
 - Message contents are never logged.
+- With a state file (`make dev` keeps one under .local/), assistants, threads and messages
+  survive a restart, as they do on Backboard: the embedded database remembers the ids across
+  restarts too. The file is rewritten atomically after every change and locked while a
+  stand-in serves from it. Without one (the tests), everything lives in memory.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import ipaddress
 import json
+import os
 import random
 import signal
 import threading
@@ -31,7 +38,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 from urllib.parse import parse_qs, urlsplit
 
 from tests.devstack.loopback import LoopbackServer
@@ -46,6 +54,11 @@ OPERATIONS = (
     "delete_thread",
     "add_message",
 )
+# The operations that change what exists: the state file is rewritten after each success.
+CHANGES = frozenset(
+    {"create_assistant", "delete_assistant", "create_thread", "delete_thread", "add_message"}
+)
+STATE_VERSION = 1
 REPLY_PREFIX = "[offline Backboard stand-in]"
 SENT_OPTIONS = ("memory", "llm_provider", "model_name")
 DEFAULT_SEED = 1234
@@ -87,6 +100,10 @@ class _State:
 Action = Callable[[_State, str, dict[str, Any]], Answer]
 
 
+class StateFileBusyError(RuntimeError):
+    """Another stand-in is serving from this state file."""
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat()
 
@@ -98,21 +115,37 @@ def _check_operation(operation: str) -> None:
 
 class BackboardStandIn:
     def __init__(
-        self, api_key: str = "standin-key", port: int = 0, seed: int = DEFAULT_SEED
+        self,
+        api_key: str = "standin-key",
+        port: int = 0,
+        seed: int = DEFAULT_SEED,
+        *,
+        state_file: Path | None = None,
     ) -> None:
         self.api_key = api_key
+        self.state_file = state_file
         self._port = port
         self._seed = seed
         self._lock = threading.Lock()
+        self._save_lock = threading.Lock()  # one writer at a time, so the newest state lands last
         self._state = _State()
         self._random = random.Random(seed)
         self._server: LoopbackServer | None = None
+        self._state_lock_file: IO[bytes] | None = None
 
     # Lifecycle
 
     def start(self) -> BackboardStandIn:
-        """Serve on 127.0.0.1 (a random free port unless one was given) from a daemon thread."""
+        """Serve on 127.0.0.1 (a random free port unless one was given) from a daemon thread;
+        with a state file, lock it and load what it holds first."""
         if self._server is None:
+            if self.state_file is not None:
+                self._lock_state_file(self.state_file)
+                try:
+                    self._load(self.state_file)
+                except BaseException:
+                    self._unlock_state_file()
+                    raise
             self._server = LoopbackServer(("127.0.0.1", self._port), self._handler_class())
             self._server.start()
         return self
@@ -121,6 +154,71 @@ class BackboardStandIn:
         if self._server is not None:
             self._server.stop()
             self._server = None
+        self._unlock_state_file()
+
+    # The state file
+
+    def _lock_state_file(self, path: Path) -> None:
+        # A separate lock file: the state file itself is replaced on every save.
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = path.with_name(f"{path.name}.lock").open("ab")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise StateFileBusyError(
+                f"{path} is in use by another Backboard stand-in (is `make dev` running?)"
+            ) from None
+        self._state_lock_file = handle
+
+    def _unlock_state_file(self) -> None:
+        if self._state_lock_file is not None:
+            self._state_lock_file.close()  # closing releases the lock
+            self._state_lock_file = None
+
+    def _load(self, path: Path) -> None:
+        if not path.is_file():
+            return
+        problem = f"{path} is not a Backboard stand-in state file (version {STATE_VERSION})"
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            state = _State(
+                assistants=dict(data["assistants"]),
+                threads=dict(data["threads"]),
+                messages={k: list(v) for k, v in data["messages"].items()},
+            )
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"{problem}: {exc}; move it away to start afresh") from exc
+        if data.get("version") != STATE_VERSION:
+            raise ValueError(f"{problem}; move it away to start afresh")
+        with self._lock:
+            self._state = state
+
+    def _save(self, state: _State) -> None:
+        """Write `state` to the state file (if any) atomically: a crash or Ctrl-C leaves either
+        the previous file or the new one, never half of one."""
+        path = self.state_file
+        if path is None:
+            return
+        with self._save_lock:
+            with self._lock:
+                if state is not self._state:
+                    return  # a call delayed across a reset(): its state was discarded
+                data = json.dumps(
+                    {
+                        "version": STATE_VERSION,
+                        "assistants": state.assistants,
+                        "threads": state.threads,
+                        "messages": state.messages,
+                    }
+                )
+            temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+            try:
+                temporary.write_text(data, encoding="utf-8")
+                os.replace(temporary, path)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    temporary.unlink()
 
     def __enter__(self) -> BackboardStandIn:
         return self.start()
@@ -174,6 +272,8 @@ class BackboardStandIn:
             self._state = _State()
             self._seed = self._seed if seed is None else seed
             self._random.seed(self._seed)
+            state = self._state
+        self._save(state)
 
     # Faults
 
@@ -257,6 +357,8 @@ class BackboardStandIn:
                     payload = {"detail": f"injected fault ({fault.status})"}
                 return fault.status, payload, headers
         status, payload = action(state, ident, body)
+        if operation in CHANGES and 200 <= status < 300:
+            self._save(state)
         return status, payload, {}
 
     def _create_assistant(self, state: _State, _: str, body: dict[str, Any]) -> Answer:
@@ -490,11 +592,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8765, help="0 picks a free port")
     parser.add_argument("--api-key", default="dev-local-backboard-key")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="for random faults")
+    parser.add_argument(
+        "--state-file", type=Path, default=None, help="keep the state in this JSON file"
+    )
     args = parser.parse_args(argv)
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    standin = BackboardStandIn(api_key=args.api_key, port=args.port, seed=args.seed).start()
+    standin = BackboardStandIn(
+        api_key=args.api_key, port=args.port, seed=args.seed, state_file=args.state_file
+    ).start()
     try:
         print("!" * 72)
         print("! Backboard STAND-IN: replies are OFFLINE PLACEHOLDERS, not AI answers.")

