@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install dev token invoke test lint typecheck pytest bench openapi migrate migrate-status \
+.PHONY: help install dev token invoke test lint typecheck pytest pytest-pooler bench openapi migrate migrate-status \
 	migrate-verify schema-snapshot package validate clean
 
 help: ## list the targets
@@ -32,7 +32,12 @@ invoke: $(STAMP) ## run one handler on a sample event: make invoke FN=sessions E
 	@test -n "$(FN)" -a -n "$(EVENT)" || { echo "usage: make invoke FN=<function> EVENT=events/<file>.json"; exit 2; }
 	$(PY) -m tests.devstack.invoke $(FN) $(EVENT)
 
-test: lint typecheck pytest ## lint, type-check and run the whole test suite (real PostgreSQL)
+# The database-facing tests, run a second time through a real PgBouncer in transaction mode.
+POOLER_TESTS := tests/test_api.py tests/test_users.py tests/test_clerk_webhook.py \
+	tests/test_faults.py tests/test_pool.py tests/test_round_trips.py tests/test_queries.py \
+	tests/test_migrations.py tests/test_hostile_input.py tests/test_events.py
+
+test: lint typecheck pytest pytest-pooler ## lint, type-check, the whole suite, then again through PgBouncer
 
 lint: $(STAMP) ## ruff check, format check and template lint (cfn-lint, offline)
 	$(VENV)/bin/ruff check .
@@ -42,8 +47,18 @@ lint: $(STAMP) ## ruff check, format check and template lint (cfn-lint, offline)
 typecheck: $(STAMP) ## mypy --strict
 	$(VENV)/bin/mypy
 
-pytest: $(STAMP) ## only the tests (pass ARGS=... to pytest)
-	$(PY) -m pytest $(ARGS)
+pytest: $(STAMP) ## only the tests, in parallel (pass ARGS=... to pytest)
+	$(PY) -m pytest -n auto $(ARGS)
+
+pytest-pooler: $(STAMP) ## the database tests through PgBouncer (transaction mode; needs pgbouncer)
+	@if command -v pgbouncer >/dev/null || test -x /usr/sbin/pgbouncer; then \
+		echo "TEST_VIA_POOLER=1 pytest $(POOLER_TESTS)"; \
+		TEST_VIA_POOLER=1 $(PY) -m pytest -n auto $(POOLER_TESTS) $(ARGS); \
+	elif [ -n "$$CI" ]; then \
+		echo "pgbouncer is not installed, and CI must run the pooler tests"; exit 1; \
+	else \
+		echo "SKIPPED: the pooler run needs pgbouncer (Debian: apt-get install pgbouncer)"; \
+	fi
 
 migrate: $(STAMP) ## apply pending sql/ files to the configured database
 	$(PY) -m functions.migrate.app apply

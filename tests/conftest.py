@@ -107,11 +107,12 @@ def database_url(direct_url: str) -> str:
 
 
 @pytest.fixture
-def empty_database() -> Iterator[str]:
-    """A database of its own, with nothing in it, dropped after the test."""
+def empty_database(pooler: PgBouncer | None) -> Iterator[str]:
+    """A database of its own, with nothing in it, dropped after the test (reached through
+    the run's PgBouncer when there is one: the migrator must be correct through a pooler)."""
     name, url = create_database()
     try:
-        yield url
+        yield pooler.url(name) if pooler else url
     finally:
         drop_database(name)
 

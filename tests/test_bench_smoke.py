@@ -35,3 +35,4 @@ def test_bench_smoke_run_produces_every_figure(tmp_path: Path) -> None:
     for b5 in figures["B5"].values():
         assert b5["errors"] == 0
         assert b5["peak_server_connections"] <= b5["connection_budget"]
+        assert b5["connections_opened"] <= b5["connection_budget"]

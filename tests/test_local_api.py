@@ -126,7 +126,7 @@ def test_swagger_ui_is_served_by_the_dev_front_only(api: Callable[[str], Client]
     operations = {(m.upper(), p) for p, ops in document.json()["paths"].items() for m in ops}
     assert {
         ("GET", "/sessions"),
-        ("POST", "/sessions/{trip_id}/messages"),
+        ("POST", "/sessions/{id}/messages"),
         ("POST", "/webhooks/clerk"),
     } <= operations
     assert "clerkSession" in document.json()["components"]["securitySchemes"]

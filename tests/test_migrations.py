@@ -17,13 +17,21 @@ import psycopg
 import pytest
 
 from functions.migrate import app as migrate_app
-from shared import migrations
+from shared import config, migrations
 from tests.conftest import ADMIN_URL
 from tests.devstack.apigw import LambdaContext
 from tests.devstack.loopback import LoopbackServer
 from tests.devstack.response_url import ResponseUrl
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def no_direct_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests point DATABASE_URL at databases of their own: a direct URL the run set
+    (the pooler run does) would win over it."""
+    for name in config.DIRECT_DATABASE_URL_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture
@@ -186,9 +194,19 @@ def test_cli_unreachable_database_is_a_clear_error() -> None:
     assert "Traceback" not in result.stdout + result.stderr
 
 
-def test_lambda_handler_actions(empty_database: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from shared import config
+def test_migrations_use_the_direct_url_when_one_is_set(
+    empty_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The pooled URL leads nowhere: only the direct one can have applied the files.
+    monkeypatch.setenv("DATABASE_URL", "postgresql://nobody@127.0.0.1:1/pooled")
+    monkeypatch.setenv("DATABASE_URL_UNPOOLED", empty_database)
+    config.reset_caches()
+    applied = migrate_app.run("apply")
+    assert applied["ok"] is True, applied
+    assert applied["applied"] == [f.name for f in migrations.load_files()]
 
+
+def test_lambda_handler_actions(empty_database: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DATABASE_URL", empty_database)
     config.reset_caches()
     assert migrate_app.run("status")["ok"] is False
@@ -253,8 +271,10 @@ def ddl_less_role(empty_database: str) -> Iterator[str]:
     role = f"tripchat_noddl_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
         admin.execute(f'CREATE ROLE "{role}" LOGIN')
+    # Straight to the server: the run's PgBouncer (if any) knows only its own user.
+    direct = f"{ADMIN_URL.rpartition('/')[0]}/{empty_database.rpartition('/')[2]}"
     try:
-        yield empty_database.replace("postgres@", f"{role}@", 1)
+        yield direct.replace("postgres@", f"{role}@", 1)
     finally:
         with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
             admin.execute(f'DROP ROLE IF EXISTS "{role}"')

@@ -449,7 +449,15 @@ def _worker(args: tuple[dict[str, str], str, int, int]) -> dict[str, Any]:
             reply = client.call("GET", "/sessions")
         latencies.append((time.perf_counter() - t0) * 1000)
         errors += reply.status >= 400
-    return {"latencies": latencies, "errors": errors, "seconds": time.perf_counter() - started}
+    from shared.db import get_pool
+
+    stats = get_pool().get_stats()
+    return {
+        "latencies": latencies,
+        "errors": errors,
+        "seconds": time.perf_counter() - started,
+        "connections_opened": stats.get("connections_num", 0),
+    }
 
 
 def b5(bench: Bench) -> dict[str, Any]:
@@ -479,11 +487,13 @@ def _b5_pool(bench: Bench, pool_size: int) -> dict[str, Any]:
     def sample() -> None:
         nonlocal peak
         with psycopg.connect(bench.url, autocommit=True) as conn:
+            # Only the workers' connections: none from earlier figures still closing.
+            since = conn.execute("SELECT now()").fetchone()
             while not stop.is_set():
                 row = conn.execute(
                     "SELECT count(*) FROM pg_stat_activity WHERE datname = %s "
-                    "AND application_name = 'tripchat'",
-                    (bench.db_name,),
+                    "AND application_name = 'tripchat' AND backend_start >= %s",
+                    (bench.db_name, since[0] if since else None),
                 ).fetchone()
                 peak = max(peak, int(row[0]) if row else 0)
                 time.sleep(0.02)
@@ -508,6 +518,7 @@ def _b5_pool(bench: Bench, pool_size: int) -> dict[str, Any]:
         "p50_ms": round(statistics.median(latencies), 2),
         "p99_ms": round(percentile(latencies, 99), 2),
         "peak_server_connections": peak,
+        "connections_opened": sum(r["connections_opened"] for r in results),
         "connection_budget": s.workers * pool_size,
     }
 

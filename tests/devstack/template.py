@@ -221,6 +221,8 @@ class _Evaluator:
         if variable is not None and variable in self._environ:
             return self._environ[variable]
         parameter = self._template.get("Parameters", {}).get(name)
-        if parameter is None or "Default" not in parameter:
-            raise ValueError(f"template parameter {name} has no local value")
-        return parameter["Default"]
+        if parameter is not None and "Default" in parameter:
+            return parameter["Default"]
+        if variable is not None:
+            return ""  # a required parameter left unset: the functions see it empty too
+        raise ValueError(f"template parameter {name} has no local value")
