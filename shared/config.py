@@ -13,7 +13,7 @@ import json
 import os
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -25,6 +25,14 @@ DATABASE_URL_VARIABLES = ("DATABASE_URL", "POSTGRES_URL", "PRISMA_DATABASE_URL")
 # the first one set wins, else migrations use the URL above.
 DIRECT_DATABASE_URL_VARIABLES = ("DATABASE_URL_UNPOOLED", "POSTGRES_URL_NON_POOLING", "DIRECT_URL")
 DATABASE_SECRET_VARIABLE = "DATABASE_SECRET_ARN"  # noqa: S105 (a variable name)
+# RDS Proxy: the request path connects here with the secret's credentials; migrations keep
+# the secret's own (direct) host.
+DATABASE_PROXY_VARIABLE = "DATABASE_PROXY_ENDPOINT"
+# Connection-string parameters only Prisma understands (copied pooled URLs carry them);
+# libpq refuses unknown ones, so they are dropped.
+PRISMA_ONLY_PARAMETERS = frozenset(
+    {"pgbouncer", "connection_limit", "pool_timeout", "statement_cache_size", "socket_timeout"}
+)
 
 
 def _env_value(env: Mapping[str, str], name: str) -> str | None:
@@ -142,7 +150,8 @@ def database_url() -> str:
             return _checked_postgres_url(name, value)
     arn = os.environ.get(DATABASE_SECRET_VARIABLE)
     if arn:
-        return _url_from_rds_secret(arn, _fetch_secret_string(arn))
+        proxy = os.environ.get(DATABASE_PROXY_VARIABLE) or None
+        return _url_from_rds_secret(arn, _fetch_secret_string(arn), host=proxy)
     raise ConfigurationError(
         "No database configured: set DATABASE_URL (preferred), POSTGRES_URL or "
         f"PRISMA_DATABASE_URL to a postgresql:// URL, or {DATABASE_SECRET_VARIABLE} to the ARN "
@@ -158,13 +167,16 @@ def direct_database_url() -> str:
         value = os.environ.get(name)
         if value:
             return _checked_postgres_url(name, value)
+    arn = os.environ.get(DATABASE_SECRET_VARIABLE)
+    if arn and not any(os.environ.get(name) for name in DATABASE_URL_VARIABLES):
+        return _url_from_rds_secret(arn, _fetch_secret_string(arn))  # not the proxy's host
     return database_url()
 
 
 def _checked_postgres_url(name: str, value: str) -> str:
     scheme = urlsplit(value).scheme.lower()
     if scheme in ("postgres", "postgresql"):
-        return value
+        return _without_prisma_parameters(name, value)
     if scheme.startswith("prisma"):
         raise ConfigurationError(
             f"{name} is a Prisma Accelerate URL ({scheme}://), which only Prisma's own client "
@@ -176,10 +188,29 @@ def _checked_postgres_url(name: str, value: str) -> str:
     )
 
 
-def _url_from_rds_secret(arn: str, raw: str) -> str:
+def _without_prisma_parameters(name: str, url: str) -> str:
+    """The URL without the parameters Prisma adds for itself (`?pgbouncer=true`, ...), which
+    libpq would refuse. `schema` other than public cannot be honoured without a startup
+    option (which poolers refuse): that is a clear error instead of a silent change."""
+    parts = urlsplit(url)
+    if not parts.query:
+        return url
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    schema = next((v for k, v in pairs if k == "schema"), "public")
+    if schema != "public":
+        raise ConfigurationError(
+            f"{name} asks for schema={schema}: this backend uses the public schema (as the "
+            "seed's Prisma models do); remove the parameter or use a database of its own."
+        )
+    kept = [(k, v) for k, v in pairs if k not in PRISMA_ONLY_PARAMETERS and k != "schema"]
+    return urlunsplit(parts._replace(query=urlencode(kept)))
+
+
+def _url_from_rds_secret(arn: str, raw: str, host: str | None = None) -> str:
     try:
         data = json.loads(raw)
-        username, password, host = data["username"], data["password"], data["host"]
+        username, password = data["username"], data["password"]
+        host = host or data["host"]
         port = int(data.get("port", 5432))
         dbname = data.get("dbname") or data.get("dbName") or "postgres"
     except (ValueError, KeyError, TypeError) as exc:

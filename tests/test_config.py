@@ -18,7 +18,7 @@ DIRECT_VARS = config.DIRECT_DATABASE_URL_VARIABLES
 
 @pytest.fixture(autouse=True)
 def isolated_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name in (*URL_VARS, *DIRECT_VARS):
+    for name in (*URL_VARS, *DIRECT_VARS, "DATABASE_PROXY_ENDPOINT"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
@@ -116,6 +116,34 @@ def test_rds_secret_builds_a_quoted_url_and_is_cached(monkeypatch: pytest.Monkey
     assert config.database_url() == expected
     config.reset_caches()
     with pytest.raises(ConfigurationError, match="Could not read the secret"):
+        config.database_url()
+
+
+@mock_aws
+def test_rds_proxy_serves_requests_and_migrations_go_direct(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    secret = {"username": "app", "password": "pw", "host": "db.internal", "dbname": "trips"}
+    monkeypatch.setenv("DATABASE_SECRET_ARN", _create_secret(json.dumps(secret)))
+    monkeypatch.setenv("DATABASE_PROXY_ENDPOINT", "trips.proxy-abc.eu-west-1.rds.amazonaws.com")
+    assert config.database_url() == (
+        "postgresql://app:pw@trips.proxy-abc.eu-west-1.rds.amazonaws.com:5432/trips"
+    )
+    assert config.direct_database_url() == "postgresql://app:pw@db.internal:5432/trips"
+
+
+def test_prisma_only_url_parameters_are_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    # What Vercel's POSTGRES_PRISMA_URL and Prisma's Supabase guide look like.
+    monkeypatch.setenv(
+        "DATABASE_URL",
+        "postgresql://u:p@pooler.example:6543/db?pgbouncer=true&connect_timeout=15"
+        "&connection_limit=1&sslmode=require&schema=public",
+    )
+    assert config.database_url() == (
+        "postgresql://u:p@pooler.example:6543/db?connect_timeout=15&sslmode=require"
+    )
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u:p@h/db?schema=travel")
+    with pytest.raises(ConfigurationError, match="schema=travel"):
         config.database_url()
 
 
