@@ -9,9 +9,11 @@ concurrent retries from both calling Backboard.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from aws_lambda_powertools import Logger
@@ -19,7 +21,7 @@ from aws_lambda_powertools import Logger
 from shared import db, queries
 from shared.backboard import get_backboard
 from shared.config import get_settings
-from shared.errors import AppError, Conflict, RateLimited, ValidationFailed
+from shared.errors import AppError, Conflict, DatabaseUnavailable, RateLimited, ValidationFailed
 from shared.models import Message, MessageOut, MessagePage
 from shared.pagination import decode_cursor, encode_cursor
 from shared.trips import not_found
@@ -103,18 +105,40 @@ def send_message(viewer: Viewer, trip_id: str, content: str, idempotency_key: st
                 return resumed
             user_message = resumed
     # No connection is held while the assistant answers.
+    reply = _unsaved_replies.pop((user_id, key), None)
+    if reply is None:
+        try:
+            reply = get_backboard().add_message(start.thread_id, content)
+        except AppError as exc:
+            with db.connection() as conn:
+                if not queries.release_turn(conn, user_id=user_id, idempotency_key=key):
+                    raise TripDeleted() from exc
+            raise
     try:
-        reply = get_backboard().add_message(start.thread_id, content)
-    except AppError as exc:
         with db.connection() as conn:
-            if not queries.release_turn(conn, user_id=user_id, idempotency_key=key):
-                raise TripDeleted() from exc
+            assistant_message = queries.finish_turn(
+                conn, user_id=user_id, idempotency_key=key, session_id=trip_id, reply=reply
+            )
+    except DatabaseUnavailable:
+        # Backboard answered but the reply could not be stored: keep it for a retry with the
+        # same key (which then asks Backboard nothing) and give the lease back if we can.
+        _remember_unsaved(user_id, key, reply)
+        with contextlib.suppress(AppError), db.connection() as conn:
+            queries.release_turn(conn, user_id=user_id, idempotency_key=key)
         raise
-    with db.connection() as conn:
-        assistant_message = queries.finish_turn(
-            conn, user_id=user_id, idempotency_key=key, session_id=trip_id, reply=reply
-        )
     return Turn(user_message, assistant_message, replayed=False)
+
+
+# Replies this container received but could not store, by (user id, Idempotency-Key): a
+# retry reaching this container stores them without a second Backboard call. Bounded.
+UNSAVED_REPLIES_KEPT = 64
+_unsaved_replies: OrderedDict[tuple[str, str], str] = OrderedDict()
+
+
+def _remember_unsaved(user_id: str, key: str, reply: str) -> None:
+    _unsaved_replies[(user_id, key)] = reply
+    while len(_unsaved_replies) > UNSAVED_REPLIES_KEPT:
+        _unsaved_replies.popitem(last=False)
 
 
 def _resume(
@@ -144,12 +168,17 @@ def _resume(
         raise IdempotencyKeyReused()
     if start.existing_assistant_message is not None:
         return Turn(start.existing_user_message, start.existing_assistant_message, replayed=True)
-    if start.existing_lease_seconds_left > 0:
+    # This container answered the turn but could not store the reply: the request that held
+    # the lease has ended (one request at a time per container), so its lease is void.
+    holder_gone = (user_id, key) in _unsaved_replies
+    if start.existing_lease_seconds_left > 0 and not holder_gone:
         raise Conflict(
             "A request with this Idempotency-Key is in progress.",
             retry_after=start.existing_lease_seconds_left,
         )
-    if not queries.reclaim_turn(conn, user_id=user_id, idempotency_key=key, lease_seconds=lease):
+    if not queries.reclaim_turn(
+        conn, user_id=user_id, idempotency_key=key, lease_seconds=lease, holder_gone=holder_gone
+    ):
         raise Conflict("A request with this Idempotency-Key is in progress.", retry_after=2)
     logger.info("resuming an unfinished turn", extra={"session_id": trip_id})
     return start.existing_user_message

@@ -439,15 +439,21 @@ def begin_turn(
 
 
 def reclaim_turn(
-    conn: Connection, *, user_id: str, idempotency_key: str, lease_seconds: float
+    conn: Connection,
+    *,
+    user_id: str,
+    idempotency_key: str,
+    lease_seconds: float,
+    holder_gone: bool = False,
 ) -> bool:
     """Take over a turn whose reply is missing and whose lease ran out (its request failed
-    or died); False when another request holds it."""
+    or died), or is still running but `holder_gone` (the caller knows its holder gave up);
+    False when another request holds it."""
     row = conn.execute(
         "UPDATE tripchat.message_turn SET lease_until = now() + make_interval(secs => %s) "
         "WHERE user_id = %s AND idempotency_key = %s AND assistant_message_id IS NULL "
-        "AND (lease_until IS NULL OR lease_until <= now()) RETURNING 1",
-        (lease_seconds, user_id, idempotency_key),
+        "AND (lease_until IS NULL OR lease_until <= now() OR %s) RETURNING 1",
+        (lease_seconds, user_id, idempotency_key, holder_gone),
     ).fetchone()
     return row is not None
 

@@ -253,3 +253,48 @@ def test_concurrent_sends_and_reads_under_load(
     assert errors == []
     row = admin_conn.execute('SELECT count(*) FROM "Message"').fetchone()
     assert row == (4 * 8 * 2,)
+
+
+def test_database_lost_after_the_reply_asks_backboard_once(
+    api: Callable[[str], Client],
+    clean_db: str,
+    admin_conn: Conn,
+    backboard: BackboardStandIn,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """PostgreSQL goes away while Backboard answers: the send is a 503, and a retry with the
+    same key once it is back stores that reply at once (no 409 for the rest of the lease) and
+    never asks Backboard a second time."""
+    monkeypatch.setenv("DB_CONNECT_TIMEOUT_SECONDS", "1")
+    config.reset_caches()
+    db.close_pool()
+    alice = api("user_alice")
+    trip = alice.call("POST", "/sessions").body["id"]
+    send = alice.prepare(
+        "POST",
+        f"/sessions/{trip}/messages",
+        body={"content": "Where to eat in Porto?"},
+        headers={"Idempotency-Key": "lost-reply"},
+    )
+    asked_before = backboard.calls("add_message")
+    backboard.inject("add_message", delay=0.6, times=1)
+    replies: list[Reply] = []
+    sender = threading.Thread(target=lambda: replies.append(send()))
+    sender.start()
+    time.sleep(0.2)  # the user's message is stored, Backboard is answering
+    _set_connections_allowed(clean_db, False)
+    sender.join()
+    _set_connections_allowed(clean_db, True)
+    assert replies[0].status == 503, replies[0].body
+    retry = send()
+    deadline = time.monotonic() + 10
+    while retry.status == 503 and time.monotonic() < deadline:  # a pooler logs in again
+        time.sleep(0.2)
+        retry = send()
+    assert retry.status == 201, retry.body
+    assert backboard.calls("add_message") == asked_before + 1
+    rows = admin_conn.execute(
+        'SELECT role, count(*) FROM "Message" WHERE "sessionId" = %s GROUP BY role ORDER BY role',
+        (trip,),
+    ).fetchall()
+    assert rows == [("assistant", 1), ("user", 1)]
