@@ -171,15 +171,15 @@ def _mode_url(bench: Bench, port: int) -> str:
 
 def b1_b2(bench: Bench, delay_ms: float) -> dict[str, Any]:
     """B1 and B2 twice: on loopback, and through a proxy adding `delay_ms` each way."""
-    from tests.devstack.latency_proxy import LatencyProxy
+    from tests.devstack import latency_proxy
 
     client, trip, user = _ready_trip(bench, "user_bench_b1", 200)
     b1: dict[str, Any] = {}
     b2: dict[str, Any] = {}
-    with LatencyProxy(("127.0.0.1", 5432), delay_ms / 1000) as proxy:
+    with latency_proxy.spawn(("127.0.0.1", 5432), delay_ms / 1000) as port:
         modes = {
             "loopback": bench.url,
-            f"+{delay_ms} ms each way": _mode_url(bench, proxy.port),
+            f"+{delay_ms} ms each way": _mode_url(bench, port),
         }
         for mode, url in modes.items():
             os.environ["DATABASE_URL"] = url
@@ -528,7 +528,7 @@ def _b5_pool(bench: Bench, pool_size: int) -> dict[str, Any]:
 
 def markdown(results: dict[str, Any]) -> str:
     lines = ["| figure | measured | goal |", "|---|---|---|"]
-    for mode, routes in results["B1"].items():
+    for mode, routes in results.get("B1", {}).items():
         for route, r in routes.items():
             h, d, o = r["handler"], r["direct_sql"], r["old_shape"]
             lines.append(
@@ -537,14 +537,30 @@ def markdown(results: dict[str, Any]) -> str:
                 f"**{r['ratio_handler_to_sql']}x SQL, {r['ratio_handler_to_old_shape']}x "
                 "before** | reads ≤ 0.5x before at ~1 ms RTT |"
             )
-    for mode, routes in results["B2"].items():
+    for mode, routes in results.get("B2", {}).items():
         for route, r in routes.items():
             goal = "≤ 2 before Backboard + 1 after" if route.startswith("POST") else "1"
             lines.append(
                 f"| B2 {mode}: {route}, round trips | **{r['round_trips']}** "
                 f"(+{r['pings']} pings) | {goal} |"
             )
-    page, trips = results["B3"]["message_page"], results["B3"]["trip_list"]
+    if "B3" in results:
+        _b3_lines(results["B3"], lines)
+    if "B4" in results:
+        _b4_lines(results["B4"], lines)
+    for size, c in results.get("B5", {}).items():
+        lines.append(
+            f"| B5 {c['workers']} processes x {c['requests'] // c['workers']} requests, pool "
+            f"size {size} | {c['throughput_rps']} req/s, p50 {c['p50_ms']} ms, p99 "
+            f"{c['p99_ms']} ms, **{c['errors']} errors**, "
+            f"**peak {c['peak_server_connections']} connections** | "
+            f"0 errors, ≤ {c['connection_budget']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _b3_lines(b3: dict[str, Any], lines: list[str]) -> None:
+    page, trips = b3["message_page"], b3["trip_list"]
     lines.append(
         f"| B3 50-message page, {page['rows_small']:,} vs {page['rows_large']:,} rows | "
         f"p50 {page['small']['p50_ms']} vs {page['large']['p50_ms']} ms → "
@@ -555,25 +571,19 @@ def markdown(results: dict[str, Any]) -> str:
         f"p50 {trips['small']['p50_ms']} vs {trips['large']['p50_ms']} ms → "
         f"**ratio {trips['ratio_p50']}** | ≤ 1.2 |"
     )
-    for function, r in results["B4"].items():
+
+
+def _b4_lines(b4: dict[str, Any], lines: list[str]) -> None:
+    for function, r in b4.items():
         if function != "dominant_imports":
             lines.append(
                 f"| B4 cold import `{function}` | {r['import_ms_p50']} ms vs "
                 f"{r['baseline_ms_p50']} ms bare → **ratio {r['ratio_p50']}** | ≤ 1.5 |"
             )
-    for function, dominant in results["B4"]["dominant_imports"].items():
+    for function, dominant in b4["dominant_imports"].items():
         lines.append(
             f"| B4 what dominates `{function}` (python -X importtime) | {', '.join(dominant)} | |"
         )
-    for size, c in results["B5"].items():
-        lines.append(
-            f"| B5 {c['workers']} processes x {c['requests'] // c['workers']} requests, pool "
-            f"size {size} | {c['throughput_rps']} req/s, p50 {c['p50_ms']} ms, p99 "
-            f"{c['p99_ms']} ms, **{c['errors']} errors**, "
-            f"**peak {c['peak_server_connections']} connections** | "
-            f"0 errors, ≤ {c['connection_budget']} |"
-        )
-    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -586,15 +596,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         default=0.5,
         help="latency added each way by the proxy for B1/B2's second mode (default 0.5)",
     )
+    parser.add_argument(
+        "--only", nargs="+", choices=["B1", "B3", "B4", "B5"], help="some figures (B1 brings B2)"
+    )
     args = parser.parse_args(argv)
+    only = set(args.only or ["B1", "B3", "B4", "B5"])
     scale = SMOKE if args.smoke else FULL
     bench = Bench(scale)
     try:
         results: dict[str, Any] = {"scale": scale.__dict__}
-        results.update(b1_b2(bench, args.delay_ms))
-        results["B3"] = b3(bench)
-        results["B4"] = b4(bench)
-        results["B5"] = b5(bench)
+        if "B1" in only:
+            results.update(b1_b2(bench, args.delay_ms))
+        if "B3" in only:
+            results["B3"] = b3(bench)
+        if "B4" in only:
+            results["B4"] = b4(bench)
+        if "B5" in only:
+            results["B5"] = b5(bench)
     finally:
         bench.close()
     args.out.mkdir(parents=True, exist_ok=True)

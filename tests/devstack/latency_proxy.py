@@ -4,6 +4,10 @@ Between Lambda and its database a round trip costs ~0.3-1 ms; on loopback it cos
 which hides what round trips cost. Every chunk read from one side is forwarded to the other
 `delay` seconds after it arrived, in order, by a thread per direction that sleeps until the
 chunk is due (thread sleeps are finer than an event loop's millisecond timers).
+
+Run it in a process of its own (`LatencyProxy.spawn`, or `python -m
+tests.devstack.latency_proxy HOST PORT DELAY_MS`): inside the measured process its threads
+would wait for the GIL behind the code being measured and add delays of their own.
 """
 
 from __future__ import annotations
@@ -11,8 +15,11 @@ from __future__ import annotations
 import contextlib
 import queue
 import socket
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Iterator
 from types import TracebackType
 
 
@@ -93,3 +100,37 @@ class LatencyProxy:
 
         threading.Thread(target=read, daemon=True).start()
         threading.Thread(target=write, daemon=True).start()
+
+
+@contextlib.contextmanager
+def spawn(target: tuple[str, int], delay: float) -> Iterator[int]:
+    """A LatencyProxy in a child process, for as long as the block runs; yields its port."""
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.devstack.latency_proxy",
+            target[0],
+            str(target[1]),
+            str(delay * 1000),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        yield int(process.stdout.readline())
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def main(argv: list[str]) -> None:
+    host, port, delay_ms = argv[0], int(argv[1]), float(argv[2])
+    with LatencyProxy((host, port), delay_ms / 1000) as proxy:
+        print(proxy.port, flush=True)
+        threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
