@@ -154,12 +154,10 @@ def _resume(
     """The request was not started as a new turn: replay a finished turn, resume a failed one,
     or explain why not (rate limit, a concurrent request, a reused key)."""
     if start.existing_user_message is None:
-        if (
-            start.rate_count is not None
-            and start.rate_count > get_settings().message_rate_limit_per_minute
-        ):
+        if start.rate_limited:
             raise RateLimited(
-                f"At most {get_settings().message_rate_limit_per_minute} messages a minute.",
+                f"At most {get_settings().message_rate_limit_per_minute} messages in any "
+                "60 seconds.",
                 retry_after=start.retry_after_seconds,
             )
         # The key was taken by a concurrent request between our read and our insert.

@@ -68,6 +68,8 @@ class Settings(BaseModel):
     clerk_jwt_leeway_seconds: int = Field(default=5, ge=0, le=300)
 
     message_rate_limit_per_minute: int = Field(default=20, ge=1, le=10_000)
+    # Each new trip is a Backboard thread: a loop of POST /sessions must not make thousands.
+    trip_rate_limit_per_minute: int = Field(default=10, ge=1, le=10_000)
     max_body_bytes: int = Field(default=65_536, ge=1_024, le=6_000_000)
     secrets_max_age_seconds: int = Field(default=300, ge=0, le=86_400)
 
@@ -98,6 +100,7 @@ class Settings(BaseModel):
             "clerk_api_url": "CLERK_API_URL",
             "clerk_jwt_leeway_seconds": "CLERK_JWT_LEEWAY_SECONDS",
             "message_rate_limit_per_minute": "MESSAGE_RATE_LIMIT_PER_MINUTE",
+            "trip_rate_limit_per_minute": "TRIP_RATE_LIMIT_PER_MINUTE",
             "max_body_bytes": "MAX_BODY_BYTES",
             "secrets_max_age_seconds": "SECRETS_MAX_AGE_SECONDS",
         }

@@ -294,6 +294,49 @@ def list_trip_messages(
 # Message turns: idempotent sends with a per-user rate limit
 
 
+def _take_slot(column: LiteralString, user: LiteralString, source: LiteralString) -> LiteralString:
+    """A data-modifying statement that takes one of the user's `%(limit)s` slots in any 60
+    seconds, kept as the times of recent requests in tripchat.rate_limit.`column`; it returns
+    `accepted` and, when refused, `retry_after` (seconds until the oldest slot frees up). The
+    row lock of ON CONFLICT serializes a user's concurrent requests."""
+    return (
+        f"INSERT INTO tripchat.rate_limit AS r (user_id, {column}) "
+        f"SELECT {user}, ARRAY[now()] FROM {source} "
+        f"ON CONFLICT (user_id) DO UPDATE SET {column} = ("
+        " SELECT CASE WHEN cardinality(w) < %(limit)s THEN w || now() ELSE w END FROM ("
+        f"  SELECT ARRAY(SELECT t FROM unnest(r.{column}) t"
+        "   WHERE t > now() - interval '60 seconds' ORDER BY t) AS w) recent) "
+        f"RETURNING {column}[cardinality({column})] = now() AS accepted, "
+        f"ceil(extract(epoch FROM {column}[1] + interval '60 seconds' - now()))::int "
+        "AS retry_after"
+    )
+
+
+@dataclass(frozen=True)
+class TripSlot:
+    user: User | None  # None: no User row for this Clerk id (yet); nothing was counted
+    accepted: bool
+    retry_after_seconds: int  # when refused: until the oldest of the last minute's trips ages out
+
+
+_TAKE_TRIP_SLOT: LiteralString = (
+    f'WITH u AS (SELECT {_USER_COLUMNS} FROM "User" WHERE "clerkId" = %(clerk)s), '
+    "rate AS (" + _take_slot("recent_trips", 'u."id"', "u") + ") "
+    "SELECT u.*, rate.accepted, rate.retry_after FROM u, rate"
+)
+
+
+def take_trip_slot(conn: Connection, clerk_id: str, *, limit: int) -> TripSlot:
+    """One statement: the user's row, and one of their `limit` new trips in any 60 seconds."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(_TAKE_TRIP_SLOT, {"clerk": clerk_id, "limit": limit}).fetchone()
+    if row is None:
+        return TripSlot(None, False, 0)
+    return TripSlot(
+        User.model_validate(row), bool(row["accepted"]), max(1, int(row["retry_after"] or 1))
+    )
+
+
 @dataclass(frozen=True)
 class TurnStart:
     """What beginning a turn found or did; exactly one of the outcomes applies."""
@@ -301,7 +344,7 @@ class TurnStart:
     user_id: str | None  # None: no User row for this Clerk id (yet)
     session_found: bool
     thread_id: str = ""
-    rate_count: int | None = None  # this window's count; None when the window was not touched
+    rate_limited: bool = False  # the user sent their limit in the last 60 seconds
     retry_after_seconds: int = 0
     new_user_message: Message | None = None
     # An earlier request with the same key (possibly for another trip):
@@ -312,7 +355,8 @@ class TurnStart:
     existing_lease_seconds_left: int = 0  # > 0 while another request holds the turn
 
 
-_BEGIN_TURN: LiteralString = """
+_BEGIN_TURN: LiteralString = (
+    """
 WITH u AS (
     SELECT "id" FROM "User" WHERE "clerkId" = %(clerk)s
 ), s AS (
@@ -328,20 +372,15 @@ WITH u AS (
     LEFT JOIN "Message" am ON am."id" = t.assistant_message_id
     WHERE t.user_id = (SELECT "id" FROM u) AND t.idempotency_key = %(key)s
 ), rate AS (
-    INSERT INTO tripchat.rate_limit AS r (user_id, window_start, request_count)
-    SELECT s."userId", date_trunc('minute', now()), 1
-    FROM s WHERE NOT EXISTS (SELECT 1 FROM existing)
-    ON CONFLICT (user_id) DO UPDATE SET
-        request_count = CASE WHEN r.window_start = EXCLUDED.window_start
-                             THEN r.request_count + 1 ELSE 1 END,
-        window_start = EXCLUDED.window_start
-    RETURNING request_count, window_start
+    """
+    + _take_slot("recent_messages", 's."userId"', "s WHERE NOT EXISTS (SELECT 1 FROM existing)")
+    + """
 ), turn AS (
     INSERT INTO tripchat.message_turn
         (user_id, idempotency_key, session_id, request_sha256, user_message_id, lease_until)
     SELECT s."userId", %(key)s, s."id", %(sha)s, gen_random_uuid()::text,
            now() + make_interval(secs => %(lease)s)
-    FROM s, rate WHERE rate.request_count <= %(limit)s
+    FROM s, rate WHERE rate.accepted
     ON CONFLICT (user_id, idempotency_key) DO NOTHING
     RETURNING session_id, user_message_id
 ), msg AS (
@@ -351,14 +390,14 @@ WITH u AS (
 )
 SELECT (SELECT "id" FROM u) AS user_id,
        (SELECT "threadId" FROM s) AS thread_id,
-       (SELECT request_count FROM rate) AS rate_count,
-       (SELECT ceil(extract(epoch FROM window_start + interval '1 minute' - now()))::int
-        FROM rate) AS rate_retry_after,
+       (SELECT NOT accepted FROM rate) AS rate_limited,
+       (SELECT retry_after FROM rate) AS rate_retry_after,
        msg."id" AS new_id, msg."createdAt" AS new_at, e.*
 FROM (SELECT 1) one
 LEFT JOIN msg ON true
 LEFT JOIN existing e ON true
 """
+)
 
 
 def begin_turn(
@@ -395,7 +434,7 @@ def begin_turn(
         user_id=user_id,
         session_found=True,
         thread_id=str(row["thread_id"]),
-        rate_count=row["rate_count"],
+        rate_limited=bool(row["rate_limited"]),
         retry_after_seconds=max(1, int(row["rate_retry_after"] or 1)),
     )
     if row["new_id"] is not None:

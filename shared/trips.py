@@ -8,7 +8,8 @@ from aws_lambda_powertools import Logger
 
 from shared import db, queries
 from shared.backboard import delete_quietly, get_backboard
-from shared.errors import NotFound
+from shared.config import get_settings
+from shared.errors import NotFound, RateLimited
 from shared.models import Session, TripOut, TripPage
 from shared.pagination import decode_cursor, encode_cursor
 from shared.users import Viewer
@@ -36,8 +37,20 @@ def list_trips(viewer: Viewer, *, limit: int, cursor: str | None) -> TripPage:
 
 def create_trip(viewer: Viewer, title: str | None) -> Session:
     """A Backboard thread first, then the row; no row when Backboard fails (502/503), and the
-    thread is deleted again when the row cannot be written."""
-    user = viewer.user()
+    thread is deleted again when the row cannot be written. At most TRIP_RATE_LIMIT_PER_MINUTE
+    new trips in any 60 seconds (429), counted before Backboard is asked for anything."""
+    limit = get_settings().trip_rate_limit_per_minute
+    with db.connection() as conn:
+        slot = queries.take_trip_slot(conn, viewer.clerk_id, limit=limit)
+    if slot.user is None:  # first sight: the row and the assistant, then count this trip
+        viewer.user()
+        with db.connection() as conn:
+            slot = queries.take_trip_slot(conn, viewer.clerk_id, limit=limit)
+    if slot.user is None or not slot.accepted:
+        raise RateLimited(
+            f"At most {limit} new trips in any 60 seconds.", retry_after=slot.retry_after_seconds
+        )
+    user = slot.user
     thread_id = get_backboard().create_thread(user.assistant_id)
     try:
         with db.connection() as conn:

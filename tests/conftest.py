@@ -159,6 +159,7 @@ def api(
     monkeypatch.setenv("CLERK_JWT_KEY", issuer.public_pem())
     monkeypatch.delenv("CLERK_JWKS_URL", raising=False)
     monkeypatch.setenv("MESSAGE_RATE_LIMIT_PER_MINUTE", "1000")
+    monkeypatch.setenv("TRIP_RATE_LIMIT_PER_MINUTE", "1000")
     config.reset_caches()
     auth.reset_auth()
 

@@ -539,3 +539,54 @@ def test_first_request_without_email_claim_and_without_a_secret_key_stores_an_em
     warnings = [r for r in caplog.records if "CLERK_SECRET_KEY" in r.getMessage()]
     assert [r.levelno for r in warnings] == [logging.WARNING]  # once, not once per user
     clerk.reset_clerk()
+
+
+def test_the_message_limit_holds_over_any_60_seconds(
+    alice_trip: tuple[Client, str], admin_conn: Conn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not a per-minute counter (which let twice the limit through across a minute's end):
+    the last 60 seconds, wherever they start."""
+    alice, trip_id = alice_trip
+    monkeypatch.setenv("MESSAGE_RATE_LIMIT_PER_MINUTE", "3")
+    config.reset_caches()
+
+    def send(content: str) -> Reply:
+        return alice.call("POST", f"/sessions/{trip_id}/messages", body={"content": content})
+
+    def age_recent_messages(seconds: int) -> None:
+        admin_conn.execute(
+            "UPDATE tripchat.rate_limit SET recent_messages = ARRAY("
+            "SELECT t - make_interval(secs => %s) FROM unnest(recent_messages) t)",
+            (seconds,),
+        )
+
+    assert [send(f"m{i}").status for i in range(2)] == [201, 201]  # with "hello": 3
+    refused = send("fourth")
+    assert refused.status == 429 and 1 <= int(refused.headers["Retry-After"]) <= 60
+    age_recent_messages(50)  # all three were 50 s ago: still inside the window
+    refused = send("fourth")
+    assert refused.status == 429 and 1 <= int(refused.headers["Retry-After"]) <= 10
+    age_recent_messages(11)  # now 61 s ago: outside
+    assert send("fourth").status == 201
+    assert _count(admin_conn, 'SELECT count(*) FROM "Message" WHERE content = %s', "fourth") == 1
+
+
+def test_trip_creation_is_limited_before_backboard_is_asked(
+    api: Callable[[str], Client],
+    backboard: BackboardStandIn,
+    admin_conn: Conn,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TRIP_RATE_LIMIT_PER_MINUTE", "2")
+    config.reset_caches()
+    alice = api("user_alice")
+    assert [alice.call("POST", "/sessions").status for _ in range(2)] == [201, 201]
+    threads = backboard.calls("create_thread")
+    refused = alice.call("POST", "/sessions", body={"title": "Third"})
+    assert refused.status == 429, refused.body
+    assert refused.body["error"]["code"] == "rate_limited"
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+    assert backboard.calls("create_thread") == threads  # no thread made for nothing
+    assert _count(admin_conn, 'SELECT count(*) FROM "Session" WHERE title = %s', "Third") == 0
+    # Someone else is not affected.
+    assert api("user_bob").call("POST", "/sessions").status == 201

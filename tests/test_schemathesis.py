@@ -68,6 +68,7 @@ def local_api(
     monkeypatch.setenv("CLERK_JWT_KEY", issuer.public_pem())
     monkeypatch.delenv("CLERK_JWKS_URL", raising=False)
     monkeypatch.setenv("MESSAGE_RATE_LIMIT_PER_MINUTE", "10000")
+    monkeypatch.setenv("TRIP_RATE_LIMIT_PER_MINUTE", "10000")
     config.reset_caches()
     auth.reset_auth()
     server = AnyMethodApi(port=0).start()

@@ -97,6 +97,7 @@ class Bench:
                 "CLERK_ISSUER": issuer.issuer,
                 "CLERK_JWT_KEY": issuer.public_pem(),
                 "MESSAGE_RATE_LIMIT_PER_MINUTE": "10000",
+                "TRIP_RATE_LIMIT_PER_MINUTE": "10000",
                 "POWERTOOLS_TRACE_DISABLED": "true",
                 "POWERTOOLS_LOG_LEVEL": "ERROR",
                 "POWERTOOLS_METRICS_NAMESPACE": "TripChatBench",
