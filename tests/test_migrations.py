@@ -73,10 +73,11 @@ def test_status_lists_applied_pending_changed_and_missing(
     assert {s.state for s in migrations.status(conn, files)} == {"pending"}
     migrations.apply(conn, files[:1])
     states = {s.name: s.state for s in migrations.status(conn, files)}
-    assert states == {files[0].name: "applied", files[1].name: "pending"}
+    assert states == {files[0].name: "applied"} | {f.name: "pending" for f in files[1:]}
     tampered = [migrations.MigrationFile(files[0].name, files[0].sql + "\n-- edit")]
     assert [s.state for s in migrations.status(conn, tampered)] == ["changed"]
-    assert [s.state for s in migrations.status(conn, files[1:])] == ["pending", "missing"]
+    later = [s.state for s in migrations.status(conn, files[1:])]
+    assert later == ["pending"] * (len(files) - 1) + ["missing"]
 
 
 def test_concurrent_migrators_apply_each_file_once(empty_database: str, sql_copy: Path) -> None:
