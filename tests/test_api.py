@@ -590,3 +590,31 @@ def test_trip_creation_is_limited_before_backboard_is_asked(
     assert _count(admin_conn, 'SELECT count(*) FROM "Session" WHERE title = %s', "Third") == 0
     # Someone else is not affected.
     assert api("user_bob").call("POST", "/sessions").status == 201
+
+
+def test_a_constraint_violation_that_is_no_known_race_is_a_500_not_a_409(
+    api: Callable[[str], Client], backboard: BackboardStandIn, admin_conn: Conn
+) -> None:
+    """Only the foreign-key races the code expects are "the data changed, retry" (409): a
+    duplicate assistant id is a bug somewhere, and a retry cannot fix it."""
+    alice = api("user_alice")
+    assert alice.call("GET", "/sessions").status == 200
+    taken = _count(admin_conn, 'SELECT count(*) FROM "User" WHERE "assistantId" IS NOT NULL')
+    assert taken == 1
+    row = admin_conn.execute('SELECT "assistantId" FROM "User"').fetchone()
+    assert row is not None
+    backboard.inject(
+        "create_assistant",
+        payload={
+            "assistant_id": row[0],
+            "name": "Trip planner for user_bob",
+            "created_at": "2026-01-01T00:00:00Z",
+        },
+        times=1,
+    )
+    reply = api("user_bob").call("GET", "/sessions")
+    assert reply.status == 500, reply.body
+    assert reply.body == {
+        "error": {"code": "internal_error", "message": "Something went wrong on our side."}
+    }
+    assert _count(admin_conn, 'SELECT count(*) FROM "User" WHERE "clerkId" = %s', "user_bob") == 0
