@@ -116,7 +116,10 @@ class TripOut(ApiModel):
 
     @classmethod
     def of(cls, session: Session) -> TripOut:
-        return cls(id=session.id, title=session.title, created_at=session.created_at)
+        # The row was validated when it was read: no second validation per trip on a page.
+        return cls.model_construct(
+            id=session.id, title=session.title, created_at=session.created_at
+        )
 
 
 class TripPage(ApiModel):
@@ -132,7 +135,8 @@ class MessageOut(ApiModel):
 
     @classmethod
     def of(cls, message: Message) -> MessageOut:
-        return cls(
+        # The row was validated when it was read: no second validation per message on a page.
+        return cls.model_construct(
             id=message.id, role=message.role, content=message.content, created_at=message.created_at
         )
 
