@@ -18,6 +18,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Coroutine
+from datetime import datetime
 from typing import Any, TypeVar
 
 from aws_lambda_powertools import Logger
@@ -97,6 +98,20 @@ class BackboardGateway:
             "create_thread", self._client.create_thread(assistant_id), assistant_id=assistant_id
         )
         return str(thread.thread_id)
+
+    def list_threads(self, assistant_id: str) -> list[tuple[str, datetime]]:
+        """(id, creation time) of the assistant's threads, at most the first 1,000."""
+        found: list[tuple[str, datetime]] = []
+        for skip in range(0, 1000, 200):
+            page = self._run(
+                "list_threads",
+                self._client.list_threads_for_assistant(assistant_id, skip=skip, limit=200),
+                assistant_id=assistant_id,
+            )
+            found += [(str(t.thread_id), t.created_at) for t in page]
+            if len(page) < 200:
+                break
+        return found
 
     def delete_thread(self, thread_id: str) -> None:
         """Delete the thread. Already gone is success: deletes are retried."""

@@ -317,12 +317,17 @@ class TripSlot:
     user: User | None  # None: no User row for this Clerk id (yet); nothing was counted
     accepted: bool
     retry_after_seconds: int  # when refused: until the oldest of the last minute's trips ages out
+    # Set after a thread creation timed out: from then on, look for a thread no trip knows.
+    threads_check_at: datetime | None = None
 
 
 _TAKE_TRIP_SLOT: LiteralString = (
     f'WITH u AS (SELECT {_USER_COLUMNS} FROM "User" WHERE "clerkId" = %(clerk)s), '
     "rate AS (" + _take_slot("recent_trips", 'u."id"', "u") + ") "
-    "SELECT u.*, rate.accepted, rate.retry_after FROM u, rate"
+    "SELECT u.*, rate.accepted, rate.retry_after, "
+    # The value before this statement (a CTE's changes are not visible here): unchanged by it.
+    ' (SELECT threads_check_at FROM tripchat.rate_limit WHERE user_id = u."id") AS threads_check_at'
+    " FROM u, rate"
 )
 
 
@@ -333,7 +338,37 @@ def take_trip_slot(conn: Connection, clerk_id: str, *, limit: int) -> TripSlot:
     if row is None:
         return TripSlot(None, False, 0)
     return TripSlot(
-        User.model_validate(row), bool(row["accepted"]), max(1, int(row["retry_after"] or 1))
+        User.model_validate(row),
+        bool(row["accepted"]),
+        max(1, int(row["retry_after"] or 1)),
+        row["threads_check_at"],
+    )
+
+
+def mark_threads_unsure(conn: Connection, user_id: str, *, after_seconds: float) -> None:
+    """A thread creation for this user timed out: look for a stray thread after this long."""
+    conn.execute(
+        "UPDATE tripchat.rate_limit SET threads_check_at = "
+        "GREATEST(threads_check_at, now() + make_interval(secs => %s)) WHERE user_id = %s",
+        (after_seconds, user_id),
+    )
+
+
+def known_threads(conn: Connection, user_id: str, thread_ids: list[str]) -> set[str]:
+    """Which of these Backboard threads belong to one of the user's trips."""
+    rows = conn.execute(
+        'SELECT "threadId" FROM "Session" WHERE "userId" = %s AND "threadId" = ANY(%s)',
+        (user_id, thread_ids),
+    ).fetchall()
+    return {str(thread_id) for (thread_id,) in rows}
+
+
+def clear_threads_check(conn: Connection, user_id: str, checked_at: datetime) -> None:
+    """Done looking, unless another timeout asked for a later look meanwhile."""
+    conn.execute(
+        "UPDATE tripchat.rate_limit SET threads_check_at = NULL "
+        "WHERE user_id = %s AND threads_check_at <= %s",
+        (user_id, checked_at),
     )
 
 

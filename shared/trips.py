@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from datetime import UTC, datetime
 from typing import NoReturn
 
 from aws_lambda_powertools import Logger
@@ -9,8 +11,8 @@ from aws_lambda_powertools import Logger
 from shared import db, queries
 from shared.backboard import delete_quietly, get_backboard
 from shared.config import get_settings
-from shared.errors import NotFound, RateLimited
-from shared.models import Session, TripOut, TripPage
+from shared.errors import AppError, NotFound, RateLimited, UpstreamUnavailable
+from shared.models import Session, TripOut, TripPage, User
 from shared.pagination import decode_cursor, encode_cursor
 from shared.users import Viewer
 
@@ -51,7 +53,18 @@ def create_trip(viewer: Viewer, title: str | None) -> Session:
             f"At most {limit} new trips in any 60 seconds.", retry_after=slot.retry_after_seconds
         )
     user = slot.user
-    thread_id = get_backboard().create_thread(user.assistant_id)
+    backboard = get_backboard()
+    check_at = slot.threads_check_at
+    if check_at is not None and check_at <= datetime.now(UTC):
+        _delete_stray_threads(user, check_at)
+    try:
+        thread_id = backboard.create_thread(user.assistant_id)
+    except UpstreamUnavailable:
+        # Timed out (or 5xx): Backboard may still create the thread after we gave up.
+        with contextlib.suppress(AppError), db.connection() as conn:
+            timeout = get_settings().backboard_timeout_seconds
+            queries.mark_threads_unsure(conn, user.id, after_seconds=timeout * 2)
+        raise
     try:
         with db.connection() as conn:
             session = queries.insert_session(
@@ -62,6 +75,29 @@ def create_trip(viewer: Viewer, title: str | None) -> Session:
         raise
     logger.info("trip created", extra={"session_id": session.id})
     return session
+
+
+def _delete_stray_threads(user: User, check_at: datetime) -> None:
+    """Threads of the user's assistant, created before `check_at`, that no trip knows: what a
+    timed-out creation left behind. Best effort: a failure leaves the check for next time."""
+    try:
+        threads = get_backboard().list_threads(user.assistant_id)
+    except AppError as exc:
+        logger.warning("could not list threads to reclaim", extra={"error": exc.code})
+        return
+    before = [tid for tid, created in threads if _utc(created) <= check_at]
+    with db.connection() as conn:
+        known = queries.known_threads(conn, user.id, before) if before else set()
+    for thread_id in before:
+        if thread_id not in known:
+            logger.info("deleting a thread no trip knows", extra={"thread_id": thread_id})
+            delete_quietly("thread", thread_id)
+    with db.connection() as conn:
+        queries.clear_threads_check(conn, user.id, check_at)
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
 def get_trip(viewer: Viewer, trip_id: str) -> Session:

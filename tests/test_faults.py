@@ -298,3 +298,29 @@ def test_database_lost_after_the_reply_asks_backboard_once(
         (trip,),
     ).fetchall()
     assert rows == [("assistant", 1), ("user", 1)]
+
+
+def test_a_thread_backboard_creates_after_our_timeout_is_reclaimed(
+    api: Callable[[str], Client],
+    backboard: BackboardStandIn,
+    short_backboard_timeout: float,
+    admin_conn: Conn,
+) -> None:
+    """Our call gave up (503) but Backboard made the thread anyway: no trip points at it. The
+    user's next new trip deletes it, and only it."""
+    alice = api("user_alice")
+    kept = alice.call("POST", "/sessions", body={"title": "Kept"})
+    assert kept.status == 201
+    backboard.inject("create_thread", delay=short_backboard_timeout * 2, times=1)
+    slow = alice.call("POST", "/sessions", body={"title": "Slow"})
+    assert slow.status == 503, slow.body
+    deadline = time.monotonic() + 10
+    while len(backboard.threads()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)  # the late creation lands at the stand-in
+    assert len(backboard.threads()) == 2
+    time.sleep(short_backboard_timeout * 2 + 0.2)  # the look-again time has come
+    fresh = alice.call("POST", "/sessions", body={"title": "Fresh"})
+    assert fresh.status == 201, fresh.body
+    rows = admin_conn.execute('SELECT "threadId" FROM "Session"').fetchall()
+    assert set(backboard.threads()) == {str(thread_id) for (thread_id,) in rows}
+    assert len(rows) == 2

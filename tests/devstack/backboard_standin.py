@@ -50,6 +50,7 @@ OPERATIONS = (
     "get_assistant",
     "delete_assistant",
     "create_thread",
+    "list_threads",
     "get_thread",
     "delete_thread",
     "add_message",
@@ -333,6 +334,7 @@ class BackboardStandIn:
             ("GET", "assistants", "{id}"): ("get_assistant", self._get_assistant),
             ("DELETE", "assistants", "{id}"): ("delete_assistant", self._delete_assistant),
             ("POST", "assistants", "{id}", "threads"): ("create_thread", self._create_thread),
+            ("GET", "assistants", "{id}", "threads"): ("list_threads", self._list_threads),
             ("GET", "threads", "{id}"): ("get_thread", self._get_thread),
             ("DELETE", "threads", "{id}"): ("delete_thread", self._delete_thread),
         }
@@ -413,6 +415,21 @@ class BackboardStandIn:
             state.threads[thread_id] = {"assistant_id": assistant_id, "created_at": created_at}
             state.messages[thread_id] = []
         return 200, {"thread_id": thread_id, "created_at": created_at, "messages": []}
+
+    def _list_threads(self, state: _State, assistant_id: str, query: dict[str, Any]) -> Answer:
+        try:
+            skip, limit = int(query.get("skip", 0)), int(query.get("limit", 100))
+        except ValueError:
+            return 422, {"detail": "skip and limit must be integers"}
+        with self._lock:
+            if assistant_id not in state.assistants:
+                return 404, {"detail": "Assistant not found"}
+            found = [
+                {"thread_id": thread_id, "created_at": thread["created_at"], "messages": []}
+                for thread_id, thread in state.threads.items()
+                if thread["assistant_id"] == assistant_id
+            ]
+        return 200, found[skip : skip + limit]
 
     def _get_thread(self, state: _State, thread_id: str, _: dict[str, Any]) -> Answer:
         with self._lock:
