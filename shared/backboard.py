@@ -253,7 +253,10 @@ def _domain_error(
         # 429, 5xx, or no answer at all (timeout, connection error): retrying can help, after
         # Backboard's Retry-After when it sent one (429 and 503 usually do).
         wait = _retry_after(exc)
-        return UpstreamUnavailable(retry_after=wait) if wait else UpstreamUnavailable()
+        unanswered = status is None
+        if wait:
+            return UpstreamUnavailable(retry_after=wait, unanswered=unanswered)
+        return UpstreamUnavailable(unanswered=unanswered)
     return UpstreamError()
 
 

@@ -123,8 +123,12 @@ class UpstreamUnavailable(AppError):
     code = "upstream_unavailable"
     default_message = "The assistant service is temporarily unavailable; try again shortly."
 
-    def __init__(self, message: str | None = None, *, retry_after: int | None = 5) -> None:
+    def __init__(
+        self, message: str | None = None, *, retry_after: int | None = 5, unanswered: bool = False
+    ) -> None:
         super().__init__(message, retry_after=retry_after)
+        # No answer at all (a timeout): the call may still take effect after we gave up.
+        self.unanswered = unanswered
 
 
 class ServiceInitializationError(AppError):
@@ -137,7 +141,9 @@ class ServiceInitializationError(AppError):
         "created. No account data was stored; try again shortly."
     )
 
-    def __init__(self, message: str | None = None, *, retryable: bool = True) -> None:
+    def __init__(
+        self, message: str | None = None, *, retryable: bool = True, retry_after: int = 5
+    ) -> None:
         # A 4xx from Backboard (bad key, bad request) will not heal by retrying: 502, no hint.
         self.status = 503 if retryable else 502
-        super().__init__(message, retry_after=5 if retryable else None)
+        super().__init__(message, retry_after=retry_after if retryable else None)

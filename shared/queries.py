@@ -168,14 +168,35 @@ def lock_clerk_id(conn: Connection, clerk_id: str, *, wait_ms: int) -> None:
     )
 
 
-def get_clerk_state(conn: Connection, clerk_id: str) -> tuple[int, bool] | None:
-    """(last applied Clerk event time in ms, deleted?) or None when no event was recorded."""
-    row = conn.execute(
-        "SELECT last_event_at, deleted_at IS NOT NULL FROM tripchat.clerk_user_state "
-        "WHERE clerk_id = %s",
-        (clerk_id,),
-    ).fetchone()
-    return (int(row[0]), bool(row[1])) if row else None
+@dataclass(frozen=True)
+class ClerkState:
+    last_event_at: int  # Clerk's updated_at (ms) of the newest event applied; 0: none
+    deleted: bool  # erased by a user.deleted event: never recreated
+    assistant_wait_seconds: int  # > 0: an assistant creation timed out that recently
+
+
+def get_clerk_state(conn: Connection, clerk_id: str) -> ClerkState | None:
+    """What is known of the Clerk user beyond their row, or None when nothing is."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(
+            "SELECT last_event_at, deleted_at IS NOT NULL AS deleted, "
+            "greatest(0, ceil(extract(epoch FROM assistant_wait_until - now())))::int AS wait "
+            "FROM tripchat.clerk_user_state WHERE clerk_id = %s",
+            (clerk_id,),
+        ).fetchone()
+    if row is None:
+        return None
+    return ClerkState(int(row["last_event_at"]), bool(row["deleted"]), int(row["wait"] or 0))
+
+
+def wait_for_late_assistant(conn: Connection, clerk_id: str, *, seconds: float) -> None:
+    """An assistant creation timed out: request no other for `seconds` (a late one may land)."""
+    conn.execute(
+        "INSERT INTO tripchat.clerk_user_state (clerk_id, assistant_wait_until) "
+        "VALUES (%s, now() + make_interval(secs => %s)) ON CONFLICT (clerk_id) DO UPDATE "
+        "SET assistant_wait_until = EXCLUDED.assistant_wait_until",
+        (clerk_id, seconds),
+    )
 
 
 def record_clerk_event(conn: Connection, clerk_id: str, event_at: int) -> None:

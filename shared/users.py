@@ -13,6 +13,7 @@ with an empty email, since the seed's column is NOT NULL; a later `user.updated`
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -91,9 +92,9 @@ def ensure_user_exists(
         if user is not None:  # another container created it while we waited for the lock
             return user
         state = queries.get_clerk_state(locked.conn, clerk_id)
-        if state is not None and state[1]:
+        if state is not None and state.deleted:
             raise AccountDeleted()
-        return _create_user(locked, clerk_id, ClerkProfile(email, name))
+        return _create_user(locked, clerk_id, ClerkProfile(email, name), state)
 
 
 def apply_clerk_profile(clerk_id: str, profile: ClerkProfile, event_at: int) -> SyncOutcome:
@@ -106,15 +107,17 @@ def apply_clerk_profile(clerk_id: str, profile: ClerkProfile, event_at: int) -> 
     with _locked(clerk_id) as locked:
         conn = locked.conn
         state = queries.get_clerk_state(conn, clerk_id)
-        if state is not None and state[1]:
+        if state is not None and state.deleted:
             return SyncOutcome.IGNORED_DELETED
-        if state is not None and state[0] >= event_at:
+        if state is not None and state.last_event_at >= event_at:
             return SyncOutcome.IGNORED_STALE
         user = queries.get_user_by_clerk_id(conn, clerk_id)
-        queries.record_clerk_event(conn, clerk_id, event_at)
         if user is None:
-            _create_user(locked, clerk_id, profile)
+            _create_user(locked, clerk_id, profile, state)
+            # Only once the user exists: a failed creation must leave the event unapplied.
+            queries.record_clerk_event(conn, clerk_id, event_at)
             return SyncOutcome.CREATED
+        queries.record_clerk_event(conn, clerk_id, event_at)
         queries.update_user_profile(conn, user.id, email=profile.email or "", name=profile.name)
         return SyncOutcome.UPDATED
 
@@ -150,11 +153,15 @@ def _locked(clerk_id: str) -> Iterator[_Locked]:
     """A transaction holding the clerk id's advisory lock. Waiters wait as long as the holder
     may spend creating an assistant, then give up with a 503."""
     uncommitted: list[str] = []
+    committed_failure: _CommitThenRaise | None = None
     try:
         with db.transaction() as conn:
             wait_ms = int(get_settings().backboard_timeout_seconds * 2 * 1000) + 5_000
             queries.lock_clerk_id(conn, clerk_id, wait_ms=wait_ms)
-            yield _Locked(conn, uncommitted)
+            try:
+                yield _Locked(conn, uncommitted)
+            except _CommitThenRaise as failure:
+                committed_failure = failure
     except BaseException:
         # The row was inserted but the commit failed (connection lost): whether it committed
         # is unknown, so the assistant is not deleted blindly; the id is logged instead.
@@ -164,6 +171,8 @@ def _locked(clerk_id: str) -> Iterator[_Locked]:
                 extra={"clerk_id": clerk_id, "assistant_id": assistant_id},
             )
         raise
+    if committed_failure is not None:
+        raise committed_failure.error from committed_failure
 
 
 def assistant_name(clerk_id: str) -> str:
@@ -171,7 +180,17 @@ def assistant_name(clerk_id: str) -> str:
     return f"Trip planner for {clerk_id}"
 
 
-def _create_user(locked: _Locked, clerk_id: str, profile: ClerkProfile) -> User:
+class _CommitThenRaise(Exception):
+    """Raised inside `_locked` to commit what the transaction wrote, then raise `error`."""
+
+    def __init__(self, error: AppError) -> None:
+        super().__init__(error.code)
+        self.error = error
+
+
+def _create_user(
+    locked: _Locked, clerk_id: str, profile: ClerkProfile, state: queries.ClerkState | None
+) -> User:
     """Create the assistant, then the row, under the clerk id's lock. If the insert fails,
     the assistant is deleted again (compensation).
 
@@ -180,27 +199,29 @@ def _create_user(locked: _Locked, clerk_id: str, profile: ClerkProfile) -> User:
     backboard = get_backboard()
     try:
         existing = backboard.find_assistants(assistant_name(clerk_id))
-        if existing:
-            assistant_id = existing[0]
-            logger.info(
-                "adopting an assistant from an earlier attempt",
-                extra={"assistant_id": assistant_id},
-            )
-            for extra in existing[1:]:
-                delete_quietly("assistant", extra)
-        else:
+    except AppError as exc:
+        raise _initialization_failed(locked, clerk_id, exc) from exc
+    if existing:
+        assistant_id = existing[0]
+        logger.info(
+            "adopting an assistant from an earlier attempt", extra={"assistant_id": assistant_id}
+        )
+        for extra in existing[1:]:
+            delete_quietly("assistant", extra)
+    elif state is not None and state.assistant_wait_seconds > 0:
+        # An earlier creation timed out moments ago and may still land: asking for another
+        # now could leave this user with two.
+        logger.info("waiting for a late assistant", extra={"clerk_id": clerk_id})
+        raise ServiceInitializationError(retry_after=state.assistant_wait_seconds)
+    else:
+        try:
             assistant_id = backboard.create_assistant(
                 name=assistant_name(clerk_id),
                 description=f"Trip-planning assistant of Clerk user {clerk_id} (tripchat)",
                 system_prompt=ASSISTANT_SYSTEM_PROMPT,
             )
-    except AppError as exc:
-        retryable = isinstance(exc, UpstreamUnavailable)
-        logger.warning(
-            "assistant creation failed",
-            extra={"clerk_id": clerk_id, "error": exc.code, "retryable": retryable},
-        )
-        raise ServiceInitializationError(retryable=retryable) from exc
+        except AppError as exc:
+            raise _initialization_failed(locked, clerk_id, exc) from exc
     try:
         with locked.conn.transaction():  # a savepoint: the insert fails alone
             user = queries.insert_user(
@@ -216,6 +237,23 @@ def _create_user(locked: _Locked, clerk_id: str, profile: ClerkProfile) -> User:
     locked.uncommitted_assistants.append(assistant_id)
     logger.info("user created", extra={"user_id": user.id, "assistant_id": assistant_id})
     return user
+
+
+def _initialization_failed(locked: _Locked, clerk_id: str, exc: AppError) -> Exception:
+    """What to raise when Backboard failed us. After a timeout it may still create the
+    assistant: no other is requested for a while, and that must be committed."""
+    retryable = isinstance(exc, UpstreamUnavailable)
+    logger.warning(
+        "assistant creation failed",
+        extra={"clerk_id": clerk_id, "error": exc.code, "retryable": retryable},
+    )
+    if not retryable:
+        return ServiceInitializationError(retryable=False)
+    if not (isinstance(exc, UpstreamUnavailable) and exc.unanswered):
+        return ServiceInitializationError(retry_after=exc.retry_after or 5)
+    seconds = get_settings().backboard_timeout_seconds * 2
+    queries.wait_for_late_assistant(locked.conn, clerk_id, seconds=seconds)
+    return _CommitThenRaise(ServiceInitializationError(retry_after=math.ceil(seconds)))
 
 
 def _delete_stray_assistants(clerk_id: str) -> None:

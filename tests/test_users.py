@@ -265,3 +265,24 @@ def test_profile_updates_apply_in_event_order(clean_db: str, backboard: Backboar
     assert user is not None
     assert (user.email, user.name) == ("", "V3")
     assert backboard.calls("create_assistant") == 1
+
+
+def test_a_retry_before_a_late_assistant_lands_waits_instead_of_making_a_second(
+    clean_db: str, admin_conn: Conn, short_backboard_timeout: float, backboard: BackboardStandIn
+) -> None:
+    """Our creation timed out but Backboard is still making the assistant: a retry at once
+    must not ask for another (two assistants, one orphaned); it is told when to come back,
+    and then adopts the late one."""
+    backboard.inject("create_assistant", delay=short_backboard_timeout * 3, times=1)
+    with pytest.raises(ServiceInitializationError):
+        users.ensure_user_exists("user_late", "l@example.test", None)
+    with pytest.raises(ServiceInitializationError) as waiting:
+        users.ensure_user_exists("user_late", "l@example.test", None)
+    assert waiting.value.status == 503
+    assert waiting.value.retry_after is not None and waiting.value.retry_after >= 1
+    assert backboard.calls("create_assistant") == 1
+    time.sleep(short_backboard_timeout * 3)  # the late creation lands, the wait runs out
+    user = users.ensure_user_exists("user_late", "l@example.test", None)
+    assert list(backboard.assistants()) == [user.assistant_id]
+    assert backboard.calls("create_assistant") == 1
+    assert _user_rows(admin_conn, "user_late")[0][1] == user.assistant_id
