@@ -25,7 +25,12 @@ from aws_lambda_powertools import Logger
 
 from shared.config import get_settings, secret
 from shared.container import PerContainer
-from shared.errors import ConfigurationError, UpstreamError, UpstreamUnavailable
+from shared.errors import (
+    BackboardObjectMissing,
+    ConfigurationError,
+    UpstreamError,
+    UpstreamUnavailable,
+)
 
 logger = Logger(child=True)
 T = TypeVar("T")
@@ -202,7 +207,7 @@ class BackboardGateway:
         except TimeoutError as exc:
             future.cancel()
             logger.warning("backboard call timed out", extra={"operation": operation, **ids})
-            raise UpstreamUnavailable() from exc
+            raise UpstreamUnavailable(unanswered=True) from exc
         except BackboardError as exc:
             raise _domain_error(exc, operation, ids, missing_ok=missing_ok) from exc
         except ValueError as exc:
@@ -237,9 +242,9 @@ def _domain_error(
     )
 
     status = getattr(exc, "status_code", None)
-    if missing_ok and isinstance(exc, BackboardNotFoundError):
-        logger.info("backboard object already gone", extra={"operation": operation, **ids})
-        return _AlreadyGone()
+    if isinstance(exc, BackboardNotFoundError):
+        logger.info("backboard object missing", extra={"operation": operation, **ids})
+        return _AlreadyGone() if missing_ok else BackboardObjectMissing()
     # A rejected key is a configuration problem an operator must fix: say so loudly.
     log = logger.error if status in (401, 403) else logger.warning
     details: dict[str, Any] = {"operation": operation, "status": status, **ids}

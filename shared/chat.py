@@ -18,10 +18,17 @@ from dataclasses import dataclass
 
 from aws_lambda_powertools import Logger
 
-from shared import db, queries
-from shared.backboard import get_backboard
+from shared import db, queries, trips
+from shared.backboard import delete_quietly, get_backboard
 from shared.config import get_settings
-from shared.errors import AppError, Conflict, DatabaseUnavailable, RateLimited, ValidationFailed
+from shared.errors import (
+    AppError,
+    BackboardObjectMissing,
+    Conflict,
+    DatabaseUnavailable,
+    RateLimited,
+    ValidationFailed,
+)
 from shared.models import Message, MessageOut, MessagePage
 from shared.pagination import decode_cursor, encode_cursor
 from shared.trips import not_found
@@ -108,7 +115,7 @@ def send_message(viewer: Viewer, trip_id: str, content: str, idempotency_key: st
     reply = _unsaved_replies.pop((user_id, key), None)
     if reply is None:
         try:
-            reply = get_backboard().add_message(start.thread_id, content)
+            reply = _ask(viewer, trip_id, start.thread_id, content)
         except AppError as exc:
             with db.connection() as conn:
                 if not queries.release_turn(conn, user_id=user_id, idempotency_key=key):
@@ -127,6 +134,25 @@ def send_message(viewer: Viewer, trip_id: str, content: str, idempotency_key: st
             queries.release_turn(conn, user_id=user_id, idempotency_key=key)
         raise
     return Turn(user_message, assistant_message, replayed=False)
+
+
+def _ask(viewer: Viewer, trip_id: str, thread_id: str, content: str) -> str:
+    """The assistant's reply on the trip's thread. When Backboard no longer knows the thread
+    (its assistant was deleted outside this backend), the trip continues in a new one: the
+    conversation stays in PostgreSQL, Backboard's copy of it starts afresh."""
+    backboard = get_backboard()
+    try:
+        return backboard.add_message(thread_id, content)
+    except BackboardObjectMissing:
+        logger.warning("the trip's thread is gone at Backboard", extra={"session_id": trip_id})
+    _, new_id = trips.new_thread(viewer, viewer.user())
+    with db.connection() as conn:
+        current = queries.replace_thread(conn, trip_id, thread_id, new_id)
+    if current != new_id:  # another request replaced it first, or the trip was deleted
+        delete_quietly("thread", new_id)
+        if not current:
+            raise TripDeleted()
+    return backboard.add_message(current, content)
 
 
 # Replies this container received but could not store, by (user id, Idempotency-Key): a

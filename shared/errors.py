@@ -116,6 +116,11 @@ class UpstreamError(AppError):
     default_message = "The assistant service returned an error."
 
 
+class BackboardObjectMissing(UpstreamError):
+    """Backboard no longer knows the assistant or thread we named (deleted outside this
+    backend): the caller may recreate it and carry on."""
+
+
 class UpstreamUnavailable(AppError):
     """Backboard (or Clerk) timed out, rate-limited us or failed with 5xx: retrying can help."""
 

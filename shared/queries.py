@@ -217,6 +217,30 @@ def mark_clerk_deleted(conn: Connection, clerk_id: str) -> None:
     )
 
 
+def set_assistant(conn: Connection, user_id: str, assistant_id: str) -> User:
+    with conn.cursor(row_factory=class_row(User)) as cur:
+        cur.execute(
+            f'UPDATE "User" SET "assistantId" = %s WHERE "id" = %s RETURNING {_USER_COLUMNS}',
+            (assistant_id, user_id),
+        )
+        return _one(cur.fetchone())
+
+
+def replace_thread(conn: Connection, session_id: str, old: str, new: str) -> str:
+    """Point the trip at a new Backboard thread, unless another request did first; returns
+    the thread the trip now has (None-safe: a deleted trip keeps nothing)."""
+    row = conn.execute(
+        'UPDATE "Session" SET "threadId" = %s WHERE "id" = %s AND "threadId" = %s '
+        'RETURNING "threadId"',
+        (new, session_id, old),
+    ).fetchone()
+    if row is not None:
+        return str(row[0])
+    current = conn.execute('SELECT "threadId" FROM "Session" WHERE "id" = %s', (session_id,))
+    found = current.fetchone()
+    return str(found[0]) if found else ""
+
+
 def update_user_profile(conn: Connection, user_id: str, *, email: str, name: str | None) -> User:
     with conn.cursor(row_factory=class_row(User)) as cur:
         cur.execute(

@@ -8,10 +8,16 @@ from typing import NoReturn
 
 from aws_lambda_powertools import Logger
 
-from shared import db, queries
+from shared import db, queries, users
 from shared.backboard import delete_quietly, get_backboard
 from shared.config import get_settings
-from shared.errors import AppError, NotFound, RateLimited, UpstreamUnavailable
+from shared.errors import (
+    AppError,
+    BackboardObjectMissing,
+    NotFound,
+    RateLimited,
+    UpstreamUnavailable,
+)
 from shared.models import Session, TripOut, TripPage, User
 from shared.pagination import decode_cursor, encode_cursor
 from shared.users import Viewer
@@ -53,12 +59,11 @@ def create_trip(viewer: Viewer, title: str | None) -> Session:
             f"At most {limit} new trips in any 60 seconds.", retry_after=slot.retry_after_seconds
         )
     user = slot.user
-    backboard = get_backboard()
     check_at = slot.threads_check_at
     if check_at is not None and check_at <= datetime.now(UTC):
         _delete_stray_threads(user, check_at)
     try:
-        thread_id = backboard.create_thread(user.assistant_id)
+        user, thread_id = new_thread(viewer, user)
     except UpstreamUnavailable:
         # Timed out (or 5xx): Backboard may still create the thread after we gave up.
         with contextlib.suppress(AppError), db.connection() as conn:
@@ -75,6 +80,17 @@ def create_trip(viewer: Viewer, title: str | None) -> Session:
         raise
     logger.info("trip created", extra={"session_id": session.id})
     return session
+
+
+def new_thread(viewer: Viewer, user: User) -> tuple[User, str]:
+    """A new Backboard thread under the user's assistant. When Backboard no longer knows the
+    assistant, the user gets a new one first (once) and the thread goes there."""
+    backboard = get_backboard()
+    try:
+        return user, backboard.create_thread(user.assistant_id)
+    except BackboardObjectMissing:
+        user = users.replace_missing_assistant(viewer.clerk_id, user.assistant_id)
+        return user, backboard.create_thread(user.assistant_id)
 
 
 def _delete_stray_threads(user: User, check_at: datetime) -> None:

@@ -175,6 +175,25 @@ def _locked(clerk_id: str) -> Iterator[_Locked]:
         raise committed_failure.error from committed_failure
 
 
+def replace_missing_assistant(clerk_id: str, missing_id: str) -> User:
+    """Backboard no longer knows the user's assistant (deleted by hand, or a development
+    stand-in that forgot it): give the user a new one, once, under their lock; a request that
+    finds it replaced already takes the new one. The memory of the old one is gone with it."""
+    with _locked(clerk_id) as locked:
+        user = queries.get_user_by_clerk_id(locked.conn, clerk_id)
+        if user is None:
+            raise AccountDeleted()
+        if user.assistant_id != missing_id:
+            return user
+        logger.warning(
+            "the user's assistant is gone at Backboard; creating a new one",
+            extra={"user_id": user.id, "assistant_id": missing_id},
+        )
+        assistant_id = _obtain_assistant(locked, clerk_id, None)
+        locked.uncommitted_assistants.append(assistant_id)
+        return queries.set_assistant(locked.conn, user.id, assistant_id)
+
+
 def assistant_name(clerk_id: str) -> str:
     """Unique per user, so an operator can tell whose it is and we can find it again."""
     return f"Trip planner for {clerk_id}"
@@ -192,10 +211,29 @@ def _create_user(
     locked: _Locked, clerk_id: str, profile: ClerkProfile, state: queries.ClerkState | None
 ) -> User:
     """Create the assistant, then the row, under the clerk id's lock. If the insert fails,
-    the assistant is deleted again (compensation).
+    the assistant is deleted again (compensation)."""
+    assistant_id = _obtain_assistant(locked, clerk_id, state)
+    try:
+        with locked.conn.transaction():  # a savepoint: the insert fails alone
+            user = queries.insert_user(
+                locked.conn,
+                clerk_id=clerk_id,
+                assistant_id=assistant_id,
+                email=profile.email or "",
+                name=profile.name,
+            )
+    except BaseException:
+        delete_quietly("assistant", assistant_id)
+        raise
+    locked.uncommitted_assistants.append(assistant_id)
+    logger.info("user created", extra={"user_id": user.id, "assistant_id": assistant_id})
+    return user
 
-    An earlier attempt may have timed out on our side after Backboard created the assistant;
-    such an assistant carries this user's name, so it is adopted instead of orphaned."""
+
+def _obtain_assistant(locked: _Locked, clerk_id: str, state: queries.ClerkState | None) -> str:
+    """A new assistant for the user, under their lock. An earlier attempt may have timed out
+    on our side after Backboard created the assistant; such an assistant carries this user's
+    name, so it is adopted instead of orphaned."""
     backboard = get_backboard()
     try:
         existing = backboard.find_assistants(assistant_name(clerk_id))
@@ -222,21 +260,7 @@ def _create_user(
             )
         except AppError as exc:
             raise _initialization_failed(locked, clerk_id, exc) from exc
-    try:
-        with locked.conn.transaction():  # a savepoint: the insert fails alone
-            user = queries.insert_user(
-                locked.conn,
-                clerk_id=clerk_id,
-                assistant_id=assistant_id,
-                email=profile.email or "",
-                name=profile.name,
-            )
-    except BaseException:
-        delete_quietly("assistant", assistant_id)
-        raise
-    locked.uncommitted_assistants.append(assistant_id)
-    logger.info("user created", extra={"user_id": user.id, "assistant_id": assistant_id})
-    return user
+    return assistant_id
 
 
 def _initialization_failed(locked: _Locked, clerk_id: str, exc: AppError) -> Exception:

@@ -618,3 +618,31 @@ def test_a_constraint_violation_that_is_no_known_race_is_a_500_not_a_409(
         "error": {"code": "internal_error", "message": "Something went wrong on our side."}
     }
     assert _count(admin_conn, 'SELECT count(*) FROM "User" WHERE "clerkId" = %s', "user_bob") == 0
+
+
+def test_an_assistant_gone_at_backboard_is_replaced_and_trips_carry_on(
+    api: Callable[[str], Client], backboard: BackboardStandIn, admin_conn: Conn
+) -> None:
+    """Backboard forgot the user's assistant (and so its threads): the next new trip gets a
+    new assistant, once, and an old trip continues in a new thread; nothing is a 502."""
+    from shared.backboard import get_backboard
+
+    alice = api("user_alice")
+    old_trip = alice.call("POST", "/sessions", body={"title": "Before"}).body["id"]
+    row = admin_conn.execute('SELECT "assistantId" FROM "User"').fetchone()
+    assert row is not None
+    get_backboard().delete_assistant(str(row[0]))  # deleted outside this backend
+    assert backboard.assistants() == {} and backboard.threads() == {}
+
+    created = alice.call("POST", "/sessions", body={"title": "After"})
+    assert created.status == 201, created.body
+    sent = alice.call("POST", f"/sessions/{old_trip}/messages", body={"content": "Still on?"})
+    assert sent.status == 201, sent.body
+
+    row = admin_conn.execute('SELECT "assistantId" FROM "User"').fetchone()
+    assert row is not None and list(backboard.assistants()) == [row[0]]
+    trips = admin_conn.execute('SELECT "threadId" FROM "Session"').fetchall()
+    assert backboard.threads() == {str(thread): row[0] for (thread,) in trips}
+    assert backboard.calls("create_assistant") == 2
+    listed = alice.call("GET", f"/sessions/{old_trip}/messages")
+    assert [m["role"] for m in listed.body["messages"]] == ["user", "assistant"]

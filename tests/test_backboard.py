@@ -24,7 +24,12 @@ from moto import mock_aws
 
 from shared import config
 from shared.backboard import BackboardGateway, get_backboard, reset_backboard
-from shared.errors import ConfigurationError, UpstreamError, UpstreamUnavailable
+from shared.errors import (
+    BackboardObjectMissing,
+    ConfigurationError,
+    UpstreamError,
+    UpstreamUnavailable,
+)
 from tests.devstack.backboard_standin import REPLY_PREFIX, BackboardStandIn
 
 REPO = Path(__file__).resolve().parent.parent
@@ -150,7 +155,7 @@ def test_message_on_an_unknown_thread_is_an_upstream_error(backboard: BackboardS
         (429, UpstreamUnavailable),
         (400, UpstreamError),
         (403, UpstreamError),
-        (404, UpstreamError),
+        (404, BackboardObjectMissing),  # an UpstreamError the caller can recover from
         (422, UpstreamError),
     ],
 )
