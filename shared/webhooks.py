@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from aws_lambda_powertools import Logger
-from svix.webhooks import Webhook, WebhookVerificationError
+from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook, WebhookVerificationError
 
 from shared import users
 from shared.clerk import profile_from_clerk_user
@@ -42,7 +42,15 @@ def verify_delivery(body: str, headers: Mapping[str, str]) -> dict[str, Any]:
             "Set CLERK_WEBHOOK_SIGNING_SECRET or CLERK_WEBHOOK_SIGNING_SECRET_SECRET_ARN."
         )
     try:
-        Webhook(signing_secret).verify(body, lowered)
+        verifier = Webhook(signing_secret)
+    except (ValueError, EmptyWebhookSecretError) as exc:  # not base64 after its whsec_ prefix
+        raise ConfigurationError(
+            "CLERK_WEBHOOK_SIGNING_SECRET is not a signing secret (whsec_ followed by base64)."
+        ) from exc
+    # Svix signs with the Standard Webhooks scheme; only the header names differ.
+    standard = {f"webhook-{name.removeprefix('svix-')}": lowered[name] for name in SVIX_HEADERS}
+    try:
+        verifier.verify(body, standard, json_parse=False)
     except (WebhookVerificationError, ValueError) as exc:
         # ValueError: malformed signature or timestamp headers, or a body that is not UTF-8.
         logger.warning("webhook rejected", extra={"svix_id": lowered["svix-id"], "why": str(exc)})

@@ -287,6 +287,20 @@ def test_missing_signing_secret_is_a_bare_500_and_an_error_log(
     assert "CLERK_WEBHOOK_SIGNING_SECRET" in record.__dict__["detail"]
 
 
+def test_a_malformed_signing_secret_is_a_configuration_error(
+    webhook_env: BackboardStandIn,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    args = delivery("user.created", clerk_user("u", email="u@example.test", updated_at=1))
+    monkeypatch.setenv("CLERK_WEBHOOK_SIGNING_SECRET", "whsec_not*base64")
+    caplog.set_level(logging.WARNING)
+    status, body, _ = post(*args)
+    assert (status, body["error"]["code"]) == (500, "internal_error")
+    [record] = [r for r in caplog.records if r.getMessage() == "configuration error"]
+    assert "whsec_" in record.__dict__["detail"]
+
+
 def test_wrong_method_and_path(webhook_env: BackboardStandIn) -> None:
     get = lambda_handler(http_event("GET", "/webhooks/clerk"), LambdaContext())
     assert get["statusCode"] == 405
