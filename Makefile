@@ -20,17 +20,17 @@ $(STAMP): pyproject.toml
 install: $(STAMP) ## create .venv and install the project with its dev tools
 
 dev: $(STAMP) ## run the backend on http://127.0.0.1:8787 (PORT=...; embedded PostgreSQL and stand-ins as needed)
-	$(PY) -m tests.devstack.dev
+	$(PY) -m dev.stack.dev
 
 # Whose token: AS=bob on the command line. Not USER (make imports the shell's $USER) and not a
 # plain `AS ?=`: AS is make's built-in assembler variable and cross-compiling shells export it.
 TOKEN_AS := $(if $(filter command line,$(origin AS)),$(AS),alice)
 token: $(STAMP) ## print a bearer token from the local issuer: make token AS=alice
-	@$(PY) -m tests.devstack.token_issuer --user $(TOKEN_AS)
+	@$(PY) -m dev.stack.token_issuer --user $(TOKEN_AS)
 
 invoke: $(STAMP) ## run one handler on a sample event: make invoke FN=sessions EVENT=events/sessions_list.json
 	@test -n "$(FN)" -a -n "$(EVENT)" || { echo "usage: make invoke FN=<function> EVENT=events/<file>.json"; exit 2; }
-	$(PY) -m tests.devstack.invoke $(FN) $(EVENT)
+	$(PY) -m dev.stack.invoke $(FN) $(EVENT)
 
 # The database-facing tests, run a second time through a real PgBouncer in transaction mode.
 POOLER_TESTS := tests/test_api.py tests/test_users.py tests/test_clerk_webhook.py \
@@ -70,23 +70,23 @@ migrate-verify: $(STAMP) ## compare the live schema with sql/expected_schema.jso
 	$(PY) -m functions.migrate.app verify
 
 schema-snapshot: $(STAMP) ## rewrite sql/expected_schema.json from a throwaway database
-	$(PY) -m tests.tools.snapshot_schema
+	$(PY) -m dev.tools.snapshot_schema
 
 bench: $(STAMP) ## run the benchmark suite (ARGS=--smoke for a tiny run); writes build/bench/
-	$(PY) -m tests.bench.run $(ARGS)
+	$(PY) -m dev.bench.run $(ARGS)
 
 openapi: $(STAMP) ## regenerate functions/openapi.json from the handlers
-	$(PY) -m tests.tools.openapi
+	$(PY) -m dev.tools.openapi
 
 package: $(STAMP) ## build .aws-sam/build (functions + arm64/python3.13 layer) for `sam deploy`, no Docker
-	$(PY) -m tests.tools.package all
+	$(PY) -m dev.tools.package all
 
 validate: $(STAMP) ## lint the SAM template offline
 	AWS_DEFAULT_REGION=us-east-1 $(VENV)/bin/cfn-lint template.yaml
 
 # `sam build` (Docker or python3.13 users) builds the layer with this target.
 build-SharedLayer:
-	$(PYTHON) -m tests.tools.package layer "$(ARTIFACTS_DIR)"
+	$(PYTHON) -m dev.tools.package layer "$(ARTIFACTS_DIR)"
 
 clean: ## remove build output and caches (keeps .venv and .local)
 	rm -rf build .aws-sam .pytest_cache .mypy_cache .ruff_cache

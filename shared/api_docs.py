@@ -2,7 +2,7 @@
 links to follow-up operations) next to the error contract of `shared.api`.
 
 Route decorators pass `responses=documented(...)`; Powertools turns the pydantic models into
-schemas. The committed functions/openapi.json is generated from them (tests/tools/openapi.py).
+schemas. The committed functions/openapi.json is generated from them (dev/tools/openapi.py).
 """
 
 from __future__ import annotations

@@ -19,14 +19,15 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from dev.stack.apiclient import Client
+from dev.stack.backboard_standin import BackboardStandIn
+from dev.stack.pgbouncer import PgBouncer
+from dev.stack.token_issuer import LocalIssuer
+from dev.tools.databases import ADMIN_URL, create_database, drop_database
 from shared import auth, config, db, migrations
-from tests.devstack.apiclient import Client
-from tests.devstack.backboard_standin import BackboardStandIn
-from tests.devstack.pgbouncer import PgBouncer
-from tests.devstack.token_issuer import LocalIssuer
 
 # The Backboard stand-in's fixtures (backboard_server, backboard, short_backboard_timeout).
-pytest_plugins = ["tests.devstack.fixtures_backboard"]
+pytest_plugins = ["tests.fixtures_backboard"]
 
 # Powertools outside Lambda: no X-Ray daemon to send traces to, metrics printed not shipped.
 os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
@@ -36,27 +37,6 @@ os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
 VIA_POOLER = os.environ.get("TEST_VIA_POOLER", "") not in ("", "0", "false")
 REPO = Path(__file__).resolve().parent.parent
-
-ADMIN_URL = os.environ.get(
-    "TEST_ADMIN_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
-
-
-def _database_url(name: str) -> str:
-    base, _, _ = ADMIN_URL.rpartition("/")
-    return f"{base}/{name}"
-
-
-def create_database() -> tuple[str, str]:
-    name = f"tripchat_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    return name, _database_url(name)
-
-
-def drop_database(name: str) -> None:
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")

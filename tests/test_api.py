@@ -14,12 +14,12 @@ from typing import Any
 import psycopg
 import pytest
 
+from dev.stack.apiclient import Client, Reply
+from dev.stack.apigw import LambdaContext, http_event
+from dev.stack.backboard_standin import BackboardStandIn
+from dev.stack.token_issuer import LocalIssuer
 from functions.messages.app import lambda_handler as messages_handler
 from shared import config
-from tests.devstack.apiclient import Client, Reply
-from tests.devstack.apigw import LambdaContext, http_event
-from tests.devstack.backboard_standin import BackboardStandIn
-from tests.devstack.token_issuer import LocalIssuer
 
 Conn = psycopg.Connection[tuple[object, ...]]
 
@@ -484,8 +484,8 @@ def test_first_request_without_email_claim_looks_the_user_up_in_clerk(
     admin_conn: Conn,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    from dev.stack.clerk_standin import ClerkStandIn
     from shared import clerk
-    from tests.devstack.clerk_standin import ClerkStandIn
 
     with ClerkStandIn([issuer]) as clerk_api:
         monkeypatch.setenv("CLERK_API_URL", clerk_api.api_url)

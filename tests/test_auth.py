@@ -14,11 +14,11 @@ import time
 import jwt
 import pytest
 
+from dev.stack.clerk_standin import ClerkStandIn
+from dev.stack.token_issuer import LocalIssuer
 from shared import auth, config
 from shared.errors import ConfigurationError, Unauthorized, UpstreamUnavailable
-from tests.devstack.clerk_standin import ClerkStandIn
-from tests.devstack.fixtures_clerk import *  # noqa: F403
-from tests.devstack.token_issuer import LocalIssuer
+from tests.fixtures_clerk import *  # noqa: F403
 
 
 def bearer(token: str) -> str:

@@ -22,6 +22,7 @@ import pytest
 from backboard import BackboardClient
 from moto import mock_aws
 
+from dev.stack.backboard_standin import REPLY_PREFIX, BackboardStandIn
 from shared import config
 from shared.backboard import BackboardGateway, get_backboard, reset_backboard
 from shared.errors import (
@@ -30,7 +31,6 @@ from shared.errors import (
     UpstreamError,
     UpstreamUnavailable,
 )
-from tests.devstack.backboard_standin import REPLY_PREFIX, BackboardStandIn
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -536,7 +536,7 @@ def test_the_api_needs_the_key_but_the_controls_do_not(backboard: BackboardStand
 
 def test_cli_runs_until_sigterm(tmp_path: Path) -> None:
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONUNBUFFERED": "1"}
-    module = "tests.devstack.backboard_standin"
+    module = "dev.stack.backboard_standin"
     process = subprocess.Popen(
         [sys.executable, "-m", module, "--port", "0", "--api-key", "cli-key"],
         cwd=REPO,
@@ -567,7 +567,7 @@ def test_cli_runs_until_sigterm(tmp_path: Path) -> None:
 def test_token_cli_refuses_when_real_clerk_is_configured(tmp_path: Path) -> None:
     base_env = {"PATH": "/usr/bin:/bin", "TRIPCHAT_LOCAL_DIR": str(tmp_path)}
     ok = subprocess.run(
-        [sys.executable, "-m", "tests.devstack.token_issuer", "--user", "bob"],
+        [sys.executable, "-m", "dev.stack.token_issuer", "--user", "bob"],
         cwd=REPO,
         env=base_env,
         capture_output=True,
@@ -577,7 +577,7 @@ def test_token_cli_refuses_when_real_clerk_is_configured(tmp_path: Path) -> None
     assert ok.returncode == 0
     assert ok.stdout.count(".") == 2  # a JWT
     refused = subprocess.run(
-        [sys.executable, "-m", "tests.devstack.token_issuer"],
+        [sys.executable, "-m", "dev.stack.token_issuer"],
         cwd=REPO,
         env={**base_env, "CLERK_ISSUER": "https://real.clerk.accounts.dev"},
         capture_output=True,

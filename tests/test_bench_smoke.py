@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.mark.slow
 def test_bench_smoke_run_produces_every_figure(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "tests.bench.run", "--smoke", "--out", str(tmp_path)],
+        [sys.executable, "-m", "dev.bench.run", "--smoke", "--out", str(tmp_path)],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from moto import mock_aws
 
+from dev.stack.clerk_standin import ClerkStandIn, clerk_user_json
 from shared import clerk, config
 from shared.clerk import ClerkProfile, fetch_clerk_profile, profile_from_clerk_user
 from shared.errors import (
@@ -18,8 +19,7 @@ from shared.errors import (
     UpstreamError,
     UpstreamUnavailable,
 )
-from tests.devstack.clerk_standin import ClerkStandIn, clerk_user_json
-from tests.devstack.fixtures_clerk import *  # noqa: F403
+from tests.fixtures_clerk import *  # noqa: F403
 
 # profile_from_clerk_user
 

@@ -13,9 +13,9 @@ import psycopg
 import pytest
 from svix.webhooks import Webhook
 
+from dev.stack.apigw import LambdaContext, http_event, response_json
+from dev.stack.backboard_standin import BackboardStandIn
 from functions.clerk_webhook.app import lambda_handler
-from tests.devstack.apigw import LambdaContext, http_event, response_json
-from tests.devstack.backboard_standin import BackboardStandIn
 
 Conn = psycopg.Connection[tuple[object, ...]]
 SECRET = "whsec_" + base64.b64encode(b"tripchat-test-signing-secret-32b").decode()

@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
+from dev.stack.apigw import response_json
+from dev.stack.backboard_standin import BackboardStandIn
+from dev.stack.invoke import invoke, prepare_event
+from dev.stack.response_url import ResponseUrl
+from dev.stack.template import http_routes
+from dev.stack.token_issuer import LocalIssuer
 from shared import auth, config
-from tests.devstack.apigw import response_json
-from tests.devstack.backboard_standin import BackboardStandIn
-from tests.devstack.invoke import invoke, prepare_event
-from tests.devstack.response_url import ResponseUrl
-from tests.devstack.template import http_routes
-from tests.devstack.token_issuer import LocalIssuer
 
 EVENTS = Path(__file__).resolve().parent.parent / "events"
 SAMPLE_TRIP = "3f9a6c2e-1b7d-4e0a-9c55-2d8e7f41a6b0"

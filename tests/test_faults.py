@@ -18,12 +18,13 @@ import psycopg
 import pytest
 from svix.webhooks import Webhook
 
+from dev.stack.apiclient import Client, Reply
+from dev.stack.apigw import LambdaContext, http_event, response_json
+from dev.stack.backboard_standin import BackboardStandIn
+from dev.tools.databases import ADMIN_URL
 from functions.clerk_webhook.app import lambda_handler as webhook_handler
 from shared import config, db
-from tests.conftest import ADMIN_URL, VIA_POOLER
-from tests.devstack.apiclient import Client, Reply
-from tests.devstack.apigw import LambdaContext, http_event, response_json
-from tests.devstack.backboard_standin import BackboardStandIn
+from tests.conftest import VIA_POOLER
 
 Conn = psycopg.Connection[tuple[object, ...]]
 pytestmark = pytest.mark.fault

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from dev.stack.apiclient import Client
+from dev.stack.apigw import LambdaContext, http_event, response_json
 from functions.clerk_webhook.app import lambda_handler as webhook_handler
-from tests.devstack.apiclient import Client
-from tests.devstack.apigw import LambdaContext, http_event, response_json
 
 pytestmark = pytest.mark.fault
 

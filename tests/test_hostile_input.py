@@ -19,12 +19,12 @@ import pytest
 from moto import mock_aws
 from svix.webhooks import Webhook
 
+from dev.stack.apiclient import Client, Reply
+from dev.stack.apigw import LambdaContext, http_event, response_json
+from dev.stack.backboard_standin import BackboardStandIn
 from functions.clerk_webhook.app import lambda_handler as webhook_handler
 from functions.sessions.app import lambda_handler as sessions_handler
 from shared import auth, config
-from tests.devstack.apiclient import Client, Reply
-from tests.devstack.apigw import LambdaContext, http_event, response_json
-from tests.devstack.backboard_standin import BackboardStandIn
 
 Conn = psycopg.Connection[tuple[object, ...]]
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"tripchat-hostile-signing-secret!").decode()

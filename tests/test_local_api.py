@@ -1,4 +1,4 @@
-"""The local HTTP front (tests/devstack/local_api.py) over real loopback HTTP: one container per
+"""The local HTTP front (dev/stack/local_api.py) over real loopback HTTP: one container per
 function like Lambda, API Gateway's CORS, Lambda-like logs, Swagger UI for `make dev` only."""
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from typing import Any
 import httpx
 import pytest
 
+from dev.stack.apiclient import Client
+from dev.stack.apigw import LambdaContext, http_event
+from dev.stack.backboard_standin import BackboardStandIn
+from dev.stack.local_api import LocalApi
+from dev.stack.token_issuer import LocalIssuer
 from functions.clerk_webhook.app import lambda_handler as webhook_handler
-from tests.devstack.apiclient import Client
-from tests.devstack.apigw import LambdaContext, http_event
-from tests.devstack.backboard_standin import BackboardStandIn
-from tests.devstack.local_api import LocalApi
-from tests.devstack.token_issuer import LocalIssuer
 
 FRONT_END = "http://localhost:3000"
 

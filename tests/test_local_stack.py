@@ -21,11 +21,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from dev.stack.backboard_standin import REPLY_PREFIX, BackboardStandIn, StateFileBusyError
+from dev.stack.dev import load_env_file
+from dev.stack.token_issuer import LocalIssuer
 from shared import config
 from shared.backboard import get_backboard, reset_backboard
-from tests.devstack.backboard_standin import REPLY_PREFIX, BackboardStandIn, StateFileBusyError
-from tests.devstack.dev import load_env_file
-from tests.devstack.token_issuer import LocalIssuer
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -98,7 +98,7 @@ def make_dev(env: dict[str, str], port: int) -> Iterator[DevRun]:
     """`make dev` (its Python entry point) until ready; Ctrl-C afterwards, which must stop it
     cleanly: exit 0, every process it started gone, the port free again."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.devstack.dev"],
+        [sys.executable, "-m", "dev.stack.dev"],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
@@ -165,7 +165,7 @@ def test_make_dev_serves_stops_cleanly_and_restarts_with_its_data(local: Path) -
         # `make token` mints for this server's origin, which make dev allows (an allowlist,
         # as in AWS); a token issued to another origin is refused.
         minted = subprocess.run(
-            [sys.executable, "-m", "tests.devstack.token_issuer", "--user", "bob"],
+            [sys.executable, "-m", "dev.stack.token_issuer", "--user", "bob"],
             cwd=REPO,
             env=env,
             capture_output=True,
@@ -201,7 +201,7 @@ def test_a_busy_port_is_one_clear_line_and_a_failure(local: Path) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         result = subprocess.run(
-            [sys.executable, "-m", "tests.devstack.dev", "--port", str(port)],
+            [sys.executable, "-m", "dev.stack.dev", "--port", str(port)],
             cwd=REPO,
             env=_dev_env(local, local / "no-dotenv"),
             capture_output=True,

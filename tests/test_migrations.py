@@ -16,12 +16,12 @@ from typing import Any, cast
 import psycopg
 import pytest
 
+from dev.stack.apigw import LambdaContext
+from dev.stack.loopback import LoopbackServer
+from dev.stack.response_url import ResponseUrl
+from dev.tools.databases import ADMIN_URL
 from functions.migrate import app as migrate_app
 from shared import config, migrations
-from tests.conftest import ADMIN_URL
-from tests.devstack.apigw import LambdaContext
-from tests.devstack.loopback import LoopbackServer
-from tests.devstack.response_url import ResponseUrl
 
 REPO = Path(__file__).resolve().parent.parent
 

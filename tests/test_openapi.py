@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from tests.devstack.template import http_routes
-from tests.tools import openapi
+from dev.stack.template import http_routes
+from dev.tools import openapi
 
 
 def test_committed_document_matches_the_code() -> None:

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.devstack.template import REPO, http_routes, load_template
-from tests.tools import package
+from dev.stack.template import REPO, http_routes, load_template
+from dev.tools import package
 
 ELF_MACHINE_AARCH64 = 183
 
@@ -147,8 +147,8 @@ def test_template_routes_are_exactly_the_routes_each_module_registers() -> None:
 def test_every_template_route_reaches_a_handler_that_serves_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    from dev.stack.apigw import LambdaContext, http_event
     from shared import config
-    from tests.devstack.apigw import LambdaContext, http_event
 
     monkeypatch.setenv("CLERK_ISSUER", "https://clerk.example.test")
     monkeypatch.setenv("CLERK_WEBHOOK_SIGNING_SECRET", "whsec_dGVzdA==")

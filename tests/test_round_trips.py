@@ -10,9 +10,9 @@ from collections.abc import Callable
 
 import pytest
 
+from dev.stack.apiclient import Client
+from dev.stack.roundtrips import RoundTrips, count_round_trips
 from shared import config, db
-from tests.devstack.apiclient import Client
-from tests.devstack.roundtrips import RoundTrips, count_round_trips
 
 
 def test_reads_take_one_round_trip_and_a_send_two(api: Callable[[str], Client]) -> None:

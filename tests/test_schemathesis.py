@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from dev.stack.backboard_standin import BackboardStandIn
+from dev.stack.local_api import LocalApi
+from dev.stack.token_issuer import LocalIssuer
+from dev.tools import openapi
 from shared import auth, config
-from tests.devstack.backboard_standin import BackboardStandIn
-from tests.devstack.local_api import LocalApi
-from tests.devstack.token_issuer import LocalIssuer
-from tests.tools import openapi
 
 pytestmark = pytest.mark.slow
 

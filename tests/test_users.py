@@ -13,11 +13,11 @@ import psycopg
 import pytest
 from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 
+from dev.stack.backboard_standin import BackboardStandIn
 from shared import users
 from shared.clerk import ClerkProfile
 from shared.errors import AccountDeleted, ServiceInitializationError
 from shared.models import User
-from tests.devstack.backboard_standin import BackboardStandIn
 
 Conn = psycopg.Connection[tuple[object, ...]]
 

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tests.devstack.apigw import LambdaContext, response_json
+from dev.stack.apigw import LambdaContext, response_json
 
 TOKEN_PLACEHOLDER = "REPLACE_WITH_CLERK_SESSION_TOKEN"
 FUNCTIONS = ("clerk_webhook", "sessions", "messages", "migrate")
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("function", choices=FUNCTIONS)
     parser.add_argument("event", type=Path)
     args = parser.parse_args(argv)
-    from tests.devstack.dev import prepare_environment
+    from dev.stack.dev import prepare_environment
 
     event = json.loads(args.event.read_text(encoding="utf-8"))
     with ExitStack() as stack:

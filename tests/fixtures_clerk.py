@@ -1,7 +1,7 @@
 """Pytest fixtures for the Clerk stand-in: one server per run, a clean slate per test.
 
 Import them into a conftest (or a test module) with
-`from tests.devstack.fixtures_clerk import *`, or list this module in `pytest_plugins`.
+`from tests.fixtures_clerk import *`, or list this module in `pytest_plugins`.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from dev.stack.clerk_standin import ClerkStandIn
+from dev.stack.token_issuer import LocalIssuer
 from shared import auth, clerk, config
-from tests.devstack.clerk_standin import ClerkStandIn
-from tests.devstack.token_issuer import LocalIssuer
 
 __all__ = ["CLERK_ENV_VARIABLES", "clerk_env", "clerk_issuer", "clerk_server"]
 

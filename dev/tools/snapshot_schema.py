@@ -6,8 +6,8 @@ snapshot and the files agree, and `verify` compares live databases with it.
 
 from __future__ import annotations
 
+from dev.tools.databases import create_database, drop_database
 from shared import migrations
-from tests.conftest import create_database, drop_database
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ Its tokens name an authorized party (`azp`) as a browser's would: `make dev` all
 origins (local_origins) in CLERK_AUTHORIZED_PARTIES, and the CLI mints for the first allowed
 one (CLERK_AUTHORIZED_PARTIES if set, else http://localhost:$PORT, port 8787 by default).
 
-    python -m tests.devstack.token_issuer --user alice [--key-file PATH] [--issuer URL]
+    python -m dev.stack.token_issuer --user alice [--key-file PATH] [--issuer URL]
         [--azp ORIGIN]
     (what `make token AS=alice` runs)
 """
@@ -54,7 +54,7 @@ def default_azp(env: Mapping[str, str]) -> str:
     configured = [p.strip() for p in env.get("CLERK_AUTHORIZED_PARTIES", "").split(",")]
     if any(configured):
         return next(p for p in configured if p)
-    from tests.devstack.local_api import DEFAULT_PORT
+    from dev.stack.local_api import DEFAULT_PORT
 
     return local_origins(int(env.get("PORT") or DEFAULT_PORT))[0]
 
@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         "entry, else http://localhost:$PORT; '' for none",
     )
     args = parser.parse_args(argv)
-    from tests.devstack.dev import load_env_file
+    from dev.stack.dev import load_env_file
 
     load_env_file()  # the settings `make dev` runs with
     reason = refusal(os.environ, args.issuer)

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import parse_qs, urlsplit
 
-from tests.devstack.loopback import LoopbackServer
+from dev.stack.loopback import LoopbackServer
 
 OPERATIONS = (
     "create_assistant",

@@ -7,7 +7,7 @@ import json
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from tests.devstack.loopback import LoopbackServer
+from dev.stack.loopback import LoopbackServer
 
 
 class ResponseUrl:

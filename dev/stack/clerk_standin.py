@@ -17,8 +17,8 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from tests.devstack.loopback import LoopbackServer
-from tests.devstack.token_issuer import LocalIssuer
+from dev.stack.loopback import LoopbackServer
+from dev.stack.token_issuer import LocalIssuer
 
 Route = Literal["jwks", "users", "any"]
 

@@ -20,8 +20,8 @@ import traceback
 from multiprocessing.connection import Connection
 from typing import Any
 
-from tests.devstack.apigw import LambdaContext
-from tests.devstack.template import FunctionSpec
+from dev.stack.apigw import LambdaContext
+from dev.stack.template import FunctionSpec
 
 READY_TIMEOUT_SECONDS = 60.0
 # What API Gateway answers when the function raised or its container died.
@@ -135,7 +135,7 @@ def _serve(spec: FunctionSpec, swagger_path: str | None, connection: Connection)
     try:
         module = importlib.import_module(spec.module)
         if swagger_path is not None:
-            from tests.devstack.swagger import enable_swagger
+            from dev.stack.swagger import enable_swagger
 
             enable_swagger(module.app, swagger_path)
     except Exception:

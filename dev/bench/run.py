@@ -82,9 +82,9 @@ class Bench:
     """The environment: database, stand-in, token, and a user with trips and messages."""
 
     def __init__(self, scale: Scale) -> None:
-        from tests.conftest import create_database
-        from tests.devstack.backboard_standin import BackboardStandIn
-        from tests.devstack.token_issuer import LocalIssuer
+        from dev.stack.backboard_standin import BackboardStandIn
+        from dev.stack.token_issuer import LocalIssuer
+        from dev.tools.databases import create_database
 
         self.scale = scale
         self.db_name, self.url = create_database()
@@ -113,8 +113,8 @@ class Bench:
             migrations.apply(conn)
 
     def close(self) -> None:
+        from dev.tools.databases import drop_database
         from shared.db import close_pool
-        from tests.conftest import drop_database
 
         close_pool()
         self.standin.stop()
@@ -122,7 +122,7 @@ class Bench:
 
 
 def _client(bench: Bench, clerk_id: str) -> Any:
-    from tests.devstack.apiclient import Client
+    from dev.stack.apiclient import Client
 
     return Client(bench.issuer.mint(clerk_id, email=f"{clerk_id}@example.test", name="Bench"))
 
@@ -163,7 +163,7 @@ def _mode_url(bench: Bench, port: int) -> str:
 
 def b1_b2(bench: Bench, delay_ms: float) -> dict[str, Any]:
     """B1 and B2 twice: on loopback, and through a proxy adding `delay_ms` each way."""
-    from tests.devstack import latency_proxy
+    from dev.stack import latency_proxy
 
     client, trip, user = _ready_trip(bench, "user_bench_b1", 200)
     b1: dict[str, Any] = {}
@@ -183,9 +183,9 @@ def b1_b2(bench: Bench, delay_ms: float) -> dict[str, Any]:
 def _b1_b2_mode(
     bench: Bench, client: Any, trip: str, clerk_id: str, url: str
 ) -> tuple[dict[str, Any], dict[str, Any]]:
+    from dev.stack.roundtrips import count_round_trips
     from shared import config, db, queries
     from shared.backboard import get_backboard
-    from tests.devstack.roundtrips import count_round_trips
 
     config.reset_caches()
     db.close_pool()
@@ -417,7 +417,7 @@ def dominant_imports(module: str = "functions.messages.app", top: int = 8) -> li
 def _worker(args: tuple[dict[str, str], str, int, int]) -> dict[str, Any]:
     env, clerk_id, requests, _ = args
     os.environ.update(env)
-    from tests.devstack.apiclient import Client
+    from dev.stack.apiclient import Client
 
     client = Client(env[f"TOKEN_{clerk_id}"])
     trip = client.call("POST", "/sessions", body={"title": "Load"}).body["id"]

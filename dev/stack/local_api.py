@@ -2,7 +2,7 @@
 that AWS would send, for the function that template.yaml routes it to. No Docker needed.
 
 Like API Gateway and Lambda:
-- each function runs in its own worker process, one event at a time (tests/devstack/worker.py);
+- each function runs in its own worker process, one event at a time (dev/stack/worker.py);
 - the HttpApi's CorsConfiguration is applied here, before any function: preflights are answered
   directly, and responses to an allowed origin carry the CORS headers;
 - every response carries its request id in `apigw-requestid` (the functions' correlation id).
@@ -18,10 +18,10 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from tests.devstack.apigw import http_event
-from tests.devstack.loopback import LoopbackServer
-from tests.devstack.template import CorsRules, HttpRoute, cors_rules, http_functions, http_routes
-from tests.devstack.worker import FunctionWorker
+from dev.stack.apigw import http_event
+from dev.stack.loopback import LoopbackServer
+from dev.stack.template import CorsRules, HttpRoute, cors_rules, http_functions, http_routes
+from dev.stack.worker import FunctionWorker
 
 DEFAULT_PORT = 8787  # not 3000: that is where a Next.js front end runs by default
 SWAGGER_PATH = "/swagger"

@@ -27,8 +27,8 @@ from pathlib import Path
 
 from dotenv import load_dotenv
 
-from tests.devstack.local_api import DEFAULT_PORT
-from tests.devstack.template import REPO
+from dev.stack.local_api import DEFAULT_PORT
+from dev.stack.template import REPO
 
 BACKBOARD_STATE_FILE = "backboard-standin.json"
 DEV_WEBHOOK_SECRET = (
@@ -93,7 +93,7 @@ def start_backboard(stack: ExitStack) -> None:
     if os.environ.get("BACKBOARD_API_KEY") or os.environ.get("BACKBOARD_API_KEY_SECRET_ARN"):
         print("backboard: using the real Backboard API")
         return
-    from tests.devstack.backboard_standin import BackboardStandIn, StateFileBusyError
+    from dev.stack.backboard_standin import BackboardStandIn, StateFileBusyError
 
     state_file = local_dir() / BACKBOARD_STATE_FILE
     try:
@@ -126,7 +126,7 @@ def configure_clerk(port: int = DEFAULT_PORT) -> str | None:
                 "will be refused; set it to your front end's origin(s)"
             )
         return None
-    from tests.devstack.token_issuer import LocalIssuer, default_azp, local_origins
+    from dev.stack.token_issuer import LocalIssuer, default_azp, local_origins
 
     issuer = LocalIssuer.load_or_create(local_dir() / "dev-issuer-key.pem")
     os.environ["CLERK_ISSUER"] = issuer.issuer
@@ -183,7 +183,7 @@ def prepare_environment(stack: ExitStack, port: int = DEFAULT_PORT) -> str | Non
 
 def main(argv: list[str] | None = None) -> None:
     load_env_file()  # first: PORT may come from .env
-    from tests.devstack.local_api import LocalApi, PortInUseError
+    from dev.stack.local_api import LocalApi, PortInUseError
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")

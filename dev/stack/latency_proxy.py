@@ -6,7 +6,7 @@ which hides what round trips cost. Every chunk read from one side is forwarded t
 chunk is due (thread sleeps are finer than an event loop's millisecond timers).
 
 Run it in a process of its own (`LatencyProxy.spawn`, or `python -m
-tests.devstack.latency_proxy HOST PORT DELAY_MS`): inside the measured process its threads
+dev.stack.latency_proxy HOST PORT DELAY_MS`): inside the measured process its threads
 would wait for the GIL behind the code being measured and add delays of their own.
 """
 
@@ -109,7 +109,7 @@ def spawn(target: tuple[str, int], delay: float) -> Iterator[int]:
         [
             sys.executable,
             "-m",
-            "tests.devstack.latency_proxy",
+            "dev.stack.latency_proxy",
             target[0],
             str(target[1]),
             str(delay * 1000),

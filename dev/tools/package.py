@@ -117,7 +117,7 @@ def package(build_dir: Path) -> Path:
     # Imported here: `sam build` runs the layer command with a bare python3 without PyYAML.
     import yaml
 
-    from tests.devstack.template import load_template
+    from dev.stack.template import load_template
 
     class CfnDumper(yaml.SafeDumper):
         def ignore_aliases(self, data: Any) -> bool:

@@ -14,7 +14,7 @@ from aws_lambda_powertools.event_handler.openapi.merge import OpenAPIMerge
 
 def enable_swagger(app: APIGatewayHttpResolver, path: str) -> None:
     """Serve the Swagger UI (and `?format=json`, the document) at `path` on `app`."""
-    from tests.tools import openapi
+    from dev.tools import openapi
 
     document = openapi.build()
     merged = OpenAPIMerge(

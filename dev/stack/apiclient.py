@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tests.devstack.apigw import LambdaContext, http_event, response_json
+from dev.stack.apigw import LambdaContext, http_event, response_json
 
 
 @dataclass

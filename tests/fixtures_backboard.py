@@ -1,7 +1,7 @@
 """Pytest fixtures for the Backboard stand-in: one server per run, a clean slate per test.
 
 Import them into a conftest (or a test module) with
-`from tests.devstack.fixtures_backboard import *`.
+`from tests.fixtures_backboard import *`.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from dev.stack.backboard_standin import BackboardStandIn
 from shared import config
 from shared.backboard import reset_backboard
-from tests.devstack.backboard_standin import BackboardStandIn
 
 __all__ = ["BACKBOARD_TEST_KEY", "backboard", "backboard_server", "short_backboard_timeout"]
 
