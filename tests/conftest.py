@@ -24,7 +24,9 @@ from dev.stack.backboard_standin import BackboardStandIn
 from dev.stack.pgbouncer import PgBouncer
 from dev.stack.token_issuer import LocalIssuer
 from dev.tools.databases import ADMIN_URL, create_database, drop_database
-from shared import auth, config, db, migrations
+from shared import config
+from shared.gateways import auth
+from shared.store import db, migrations
 
 # The Backboard stand-in's fixtures (backboard_server, backboard, short_backboard_timeout).
 pytest_plugins = ["tests.fixtures_backboard"]

@@ -12,7 +12,7 @@ import pytest
 
 from dev.stack.backboard_standin import BackboardStandIn
 from shared import config
-from shared.backboard import reset_backboard
+from shared.gateways.backboard import reset_backboard
 
 __all__ = ["BACKBOARD_TEST_KEY", "backboard", "backboard_server", "short_backboard_timeout"]
 

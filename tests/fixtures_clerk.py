@@ -12,7 +12,8 @@ import pytest
 
 from dev.stack.clerk_standin import ClerkStandIn
 from dev.stack.token_issuer import LocalIssuer
-from shared import auth, clerk, config
+from shared import config
+from shared.gateways import auth, clerk
 
 __all__ = ["CLERK_ENV_VARIABLES", "clerk_env", "clerk_issuer", "clerk_server"]
 

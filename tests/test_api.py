@@ -485,7 +485,7 @@ def test_first_request_without_email_claim_looks_the_user_up_in_clerk(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from dev.stack.clerk_standin import ClerkStandIn
-    from shared import clerk
+    from shared.gateways import clerk
 
     with ClerkStandIn([issuer]) as clerk_api:
         monkeypatch.setenv("CLERK_API_URL", clerk_api.api_url)
@@ -522,7 +522,7 @@ def test_first_request_without_email_claim_and_without_a_secret_key_stores_an_em
     """The Backend API lookup is optional: without CLERK_SECRET_KEY a new user whose token has
     no email claim is stored with an empty email (as one without any address is), and the
     missing key is logged once as a warning, not answered with a 500."""
-    from shared import clerk
+    from shared.gateways import clerk
 
     for name in ("CLERK_SECRET_KEY", "CLERK_SECRET_KEY_SECRET_ARN", "CLERK_API_URL"):
         monkeypatch.delenv(name, raising=False)
@@ -625,7 +625,7 @@ def test_an_assistant_gone_at_backboard_is_replaced_and_trips_carry_on(
 ) -> None:
     """Backboard forgot the user's assistant (and so its threads): the next new trip gets a
     new assistant, once, and an old trip continues in a new thread; nothing is a 502."""
-    from shared.backboard import get_backboard
+    from shared.gateways.backboard import get_backboard
 
     alice = api("user_alice")
     old_trip = alice.call("POST", "/sessions", body={"title": "Before"}).body["id"]

@@ -16,8 +16,9 @@ import pytest
 
 from dev.stack.clerk_standin import ClerkStandIn
 from dev.stack.token_issuer import LocalIssuer
-from shared import auth, config
+from shared import config
 from shared.errors import ConfigurationError, Unauthorized, UpstreamUnavailable
+from shared.gateways import auth
 from tests.fixtures_clerk import *  # noqa: F403
 
 

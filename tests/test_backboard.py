@@ -24,13 +24,13 @@ from moto import mock_aws
 
 from dev.stack.backboard_standin import REPLY_PREFIX, BackboardStandIn
 from shared import config
-from shared.backboard import BackboardGateway, get_backboard, reset_backboard
 from shared.errors import (
     BackboardObjectMissing,
     ConfigurationError,
     UpstreamError,
     UpstreamUnavailable,
 )
+from shared.gateways.backboard import BackboardGateway, get_backboard, reset_backboard
 
 REPO = Path(__file__).resolve().parent.parent
 

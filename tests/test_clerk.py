@@ -11,14 +11,15 @@ import pytest
 from moto import mock_aws
 
 from dev.stack.clerk_standin import ClerkStandIn, clerk_user_json
-from shared import clerk, config
-from shared.clerk import ClerkProfile, fetch_clerk_profile, profile_from_clerk_user
+from shared import config
 from shared.errors import (
     ConfigurationError,
     Unauthorized,
     UpstreamError,
     UpstreamUnavailable,
 )
+from shared.gateways import clerk
+from shared.gateways.clerk import ClerkProfile, fetch_clerk_profile, profile_from_clerk_user
 from tests.fixtures_clerk import *  # noqa: F403
 
 # profile_from_clerk_user

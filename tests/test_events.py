@@ -16,7 +16,8 @@ from dev.stack.invoke import invoke, prepare_event
 from dev.stack.response_url import ResponseUrl
 from dev.stack.template import http_routes
 from dev.stack.token_issuer import LocalIssuer
-from shared import auth, config
+from shared import config
+from shared.gateways import auth
 
 EVENTS = Path(__file__).resolve().parent.parent / "events"
 SAMPLE_TRIP = "3f9a6c2e-1b7d-4e0a-9c55-2d8e7f41a6b0"

@@ -23,7 +23,8 @@ from dev.stack.apigw import LambdaContext, http_event, response_json
 from dev.stack.backboard_standin import BackboardStandIn
 from dev.tools.databases import ADMIN_URL
 from functions.clerk_webhook.app import lambda_handler as webhook_handler
-from shared import config, db
+from shared import config
+from shared.store import db
 from tests.conftest import VIA_POOLER
 
 Conn = psycopg.Connection[tuple[object, ...]]

@@ -24,7 +24,8 @@ from dev.stack.apigw import LambdaContext, http_event, response_json
 from dev.stack.backboard_standin import BackboardStandIn
 from functions.clerk_webhook.app import lambda_handler as webhook_handler
 from functions.sessions.app import lambda_handler as sessions_handler
-from shared import auth, config
+from shared import config
+from shared.gateways import auth
 
 Conn = psycopg.Connection[tuple[object, ...]]
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"tripchat-hostile-signing-secret!").decode()
@@ -161,7 +162,7 @@ def test_lone_surrogates_are_422_before_any_side_effect(
     assert (pair.status, pair.body["title"]) == (200, "\U0001f600 trip")
 
 
-# 3. Forged cursors (shared.pagination's own tests cover decode_cursor case by case)
+# 3. Forged cursors (shared.domain.pagination's own tests cover decode_cursor case by case)
 
 
 def _forged(stamp: Any, row_id: Any) -> str:

@@ -22,10 +22,10 @@ import httpx
 import pytest
 
 from dev.stack.backboard_standin import REPLY_PREFIX, BackboardStandIn, StateFileBusyError
-from dev.stack.dev import load_env_file
+from dev.stack.env import load_env_file
 from dev.stack.token_issuer import LocalIssuer
 from shared import config
-from shared.backboard import get_backboard, reset_backboard
+from shared.gateways.backboard import get_backboard, reset_backboard
 
 REPO = Path(__file__).resolve().parent.parent
 

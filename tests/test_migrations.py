@@ -21,7 +21,8 @@ from dev.stack.loopback import LoopbackServer
 from dev.stack.response_url import ResponseUrl
 from dev.tools.databases import ADMIN_URL
 from functions.migrate import app as migrate_app
-from shared import config, migrations
+from shared import config
+from shared.store import migrations
 
 REPO = Path(__file__).resolve().parent.parent
 

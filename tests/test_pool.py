@@ -7,8 +7,9 @@ import time
 import psycopg
 import pytest
 
-from shared import config, db
+from shared import config
 from shared.errors import DatabaseUnavailable
+from shared.store import db
 from tests.conftest import VIA_POOLER
 
 Conn = psycopg.Connection[tuple[object, ...]]

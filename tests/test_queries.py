@@ -8,8 +8,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from shared import db, queries
 from shared.models import Message, Session, User
+from shared.store import db, queries
 
 Conn = psycopg.Connection[tuple[object, ...]]
 

@@ -12,7 +12,8 @@ import pytest
 
 from dev.stack.apiclient import Client
 from dev.stack.roundtrips import RoundTrips, count_round_trips
-from shared import config, db
+from shared import config
+from shared.store import db
 
 
 def test_reads_take_one_round_trip_and_a_send_two(api: Callable[[str], Client]) -> None:

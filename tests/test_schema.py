@@ -9,7 +9,7 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from shared import migrations
+from shared.store import migrations
 
 Conn = psycopg.Connection[tuple[object, ...]]
 

@@ -21,7 +21,8 @@ from dev.stack.backboard_standin import BackboardStandIn
 from dev.stack.local_api import LocalApi
 from dev.stack.token_issuer import LocalIssuer
 from dev.tools import openapi
-from shared import auth, config
+from shared import config
+from shared.gateways import auth
 
 pytestmark = pytest.mark.slow
 

@@ -14,9 +14,9 @@ import pytest
 from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 
 from dev.stack.backboard_standin import BackboardStandIn
-from shared import users
-from shared.clerk import ClerkProfile
+from shared.domain import users
 from shared.errors import AccountDeleted, ServiceInitializationError
+from shared.gateways.clerk import ClerkProfile
 from shared.models import User
 
 Conn = psycopg.Connection[tuple[object, ...]]
@@ -174,8 +174,8 @@ def test_concurrent_first_calls_in_processes_make_one_user(
 def two_users_with_trips(
     clean_db: str, admin_conn: Conn, backboard: BackboardStandIn
 ) -> tuple[User, User]:
-    from shared import db, queries
-    from shared.backboard import get_backboard
+    from shared.gateways.backboard import get_backboard
+    from shared.store import db, queries
 
     pair = []
     for clerk_id in ("user_keep", "user_gone"):
@@ -250,7 +250,7 @@ def test_erase_survives_backboard_failures_and_logs_them(
 
 
 def test_profile_updates_apply_in_event_order(clean_db: str, backboard: BackboardStandIn) -> None:
-    from shared import db, queries
+    from shared.store import db, queries
 
     assert (
         users.apply_clerk_profile("user_order", ClerkProfile("v2@example.test", "V2"), 200)

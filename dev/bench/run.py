@@ -107,14 +107,14 @@ class Bench:
         for name in ("POSTGRES_URL", "PRISMA_DATABASE_URL", "CLERK_JWKS_URL"):
             os.environ.pop(name, None)
         self.issuer = issuer
-        from shared import migrations
+        from shared.store import migrations
 
         with migrations.connect(self.url) as conn:
             migrations.apply(conn)
 
     def close(self) -> None:
         from dev.tools.databases import drop_database
-        from shared.db import close_pool
+        from shared.store.db import close_pool
 
         close_pool()
         self.standin.stop()
@@ -129,7 +129,7 @@ def _client(bench: Bench, clerk_id: str) -> Any:
 
 def _ready_trip(bench: Bench, clerk_id: str, messages: int) -> tuple[Any, str, Any]:
     """A user with one trip holding `messages` messages (bulk-loaded), via the API."""
-    from shared import db, queries
+    from shared.store import db, queries
 
     client = _client(bench, clerk_id)
     created = client.call("POST", "/sessions", body={"title": "Bench trip"})
@@ -184,8 +184,9 @@ def _b1_b2_mode(
     bench: Bench, client: Any, trip: str, clerk_id: str, url: str
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     from dev.stack.roundtrips import count_round_trips
-    from shared import config, db, queries
-    from shared.backboard import get_backboard
+    from shared import config
+    from shared.gateways.backboard import get_backboard
+    from shared.store import db, queries
 
     config.reset_caches()
     db.close_pool()
@@ -275,7 +276,7 @@ def _b1_b2_mode(
 
 
 def b3(bench: Bench) -> dict[str, Any]:
-    from shared import db
+    from shared.store import db
 
     s = bench.scale
     client, trip, _ = _ready_trip(bench, "user_bench_b3", 200)
@@ -433,7 +434,7 @@ def _worker(args: tuple[dict[str, str], str, int, int]) -> dict[str, Any]:
             reply = client.call("GET", "/sessions")
         latencies.append((time.perf_counter() - t0) * 1000)
         errors += reply.status >= 400
-    from shared.db import get_pool
+    from shared.store.db import get_pool
 
     stats = get_pool().get_stats()
     return {
@@ -450,7 +451,7 @@ def b5(bench: Bench) -> dict[str, Any]:
 
 
 def _b5_pool(bench: Bench, pool_size: int) -> dict[str, Any]:
-    from shared.db import close_pool
+    from shared.store.db import close_pool
 
     close_pool()  # this process is not one of the K containers
     s = bench.scale

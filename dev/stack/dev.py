@@ -23,36 +23,15 @@ import threading
 import warnings
 from collections.abc import Callable
 from contextlib import ExitStack
-from pathlib import Path
 
-from dotenv import load_dotenv
-
+from dev.stack.env import load_env_file, local_dir
 from dev.stack.local_api import DEFAULT_PORT
-from dev.stack.template import REPO
 
 BACKBOARD_STATE_FILE = "backboard-standin.json"
 DEV_WEBHOOK_SECRET = (
     "whsec_ZGV2LW9ubHktd2ViaG9vay1zZWNyZXQtMzItYnl0ZXM="  # dev-only, never deployed
 )
 DEV_BACKBOARD_KEY = "dev-local-backboard-key"
-
-
-def local_dir() -> Path:
-    """Local state (embedded database, dev signing key, stand-in state); TRIPCHAT_LOCAL_DIR
-    moves it (tests do)."""
-    return Path(os.environ.get("TRIPCHAT_LOCAL_DIR") or REPO / ".local")
-
-
-def env_file() -> Path:
-    return Path(os.environ.get("TRIPCHAT_ENV_FILE") or REPO / ".env")
-
-
-def load_env_file(path: Path | None = None) -> dict[str, str]:
-    """Read .env (python-dotenv's syntax: quotes, comments, `export`, ${VAR}) into the
-    environment without overriding what is already set there; returns what it added."""
-    before = set(os.environ)
-    load_dotenv(path or env_file(), override=False)
-    return {key: os.environ[key] for key in set(os.environ) - before}
 
 
 def banner(*lines: str) -> None:
@@ -174,7 +153,7 @@ def prepare_environment(stack: ExitStack, port: int = DEFAULT_PORT) -> str | Non
     start_backboard(stack)
     token = configure_clerk(port)
     from shared.config import reset_caches
-    from shared.db import close_pool
+    from shared.store.db import close_pool
 
     reset_caches()  # settings read while migrating predate the stand-ins' variables
     stack.callback(close_pool)

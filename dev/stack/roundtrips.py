@@ -21,7 +21,7 @@ class RoundTrips:
 
 
 def count_round_trips(request: Callable[[], object]) -> RoundTrips:
-    from shared import db
+    from shared.store import db
 
     pool = db.get_pool()
     if pool.max_size != 1:

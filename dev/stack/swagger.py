@@ -23,6 +23,6 @@ def enable_swagger(app: APIGatewayHttpResolver, path: str) -> None:
     merged.add_schema(document)
     # Powertools' Swagger route serves a merged document when the resolver holds one. Its
     # public configure_openapi_merge() can only find resolvers built by a constructor call in
-    # the handler file, and ours come from shared.api.create_app(), so attach it directly.
+    # the handler file, and ours come from shared.http.api.create_app(), so attach it directly.
     app._openapi_merge = merged
     app.enable_swagger(path=path, title=openapi.TITLE, version=openapi.VERSION)

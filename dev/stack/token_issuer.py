@@ -38,7 +38,7 @@ LOCAL_ISSUER = "https://local-issuer.tripchat.invalid"
 DEFAULT_KEY_FILE = Path(__file__).resolve().parents[2] / ".local" / "dev-issuer-key.pem"
 # Any of these means a real Clerk instance is configured: local tokens would be pointless there.
 REAL_CLERK_SETTINGS = ("CLERK_JWKS_URL", "CLERK_SECRET_KEY", "CLERK_SECRET_KEY_SECRET_ARN")
-# Algorithms mint() can sign with this issuer's RSA key (only RS256 is accepted by shared.auth).
+# Algorithms mint() can sign with this issuer's RSA key (shared.gateways.auth accepts RS256).
 RSA_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
 USER_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 
@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         "entry, else http://localhost:$PORT; '' for none",
     )
     args = parser.parse_args(argv)
-    from dev.stack.dev import load_env_file
+    from dev.stack.env import load_env_file
 
     load_env_file()  # the settings `make dev` runs with
     reason = refusal(os.environ, args.issuer)

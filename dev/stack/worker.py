@@ -159,6 +159,6 @@ def _serve(spec: FunctionSpec, swagger_path: str | None, connection: Connection)
             connection.send(("error", None))
             continue
         connection.send(("ok", response))
-    from shared.db import close_pool
+    from shared.store.db import close_pool
 
     close_pool()

@@ -7,7 +7,7 @@ snapshot and the files agree, and `verify` compares live databases with it.
 from __future__ import annotations
 
 from dev.tools.databases import create_database, drop_database
-from shared import migrations
+from shared.store import migrations
 
 
 def main() -> None:

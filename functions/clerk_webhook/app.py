@@ -13,9 +13,9 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, Field
 
-from shared import webhooks
-from shared.api import ERROR_RESPONSES, create_app, resolve
-from shared.api_docs import COMMON_ERRORS, documented, error
+from shared.domain import webhooks
+from shared.http.api import ERROR_RESPONSES, create_app, resolve
+from shared.http.api_docs import COMMON_ERRORS, documented, error
 
 logger = Logger(service="clerk-webhook")
 metrics = Metrics(service="clerk-webhook")  # namespace: POWERTOOLS_METRICS_NAMESPACE

@@ -14,10 +14,10 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 # Every request verifies a token: load the JWT library with the function, not on the first request.
-import shared.auth  # noqa: F401
-from shared import chat
-from shared.api import create_app, request_viewer, resolve
-from shared.api_docs import documented
+import shared.gateways.auth  # noqa: F401
+from shared.domain import chat
+from shared.http.api import create_app, request_viewer, resolve
+from shared.http.api_docs import documented
 from shared.models import MessageOut, MessagePage, SendMessageRequest, TurnOut
 
 logger = Logger(service="messages")

@@ -1,6 +1,6 @@
 """Migrate function: applies the schema, reports status, detects drift.
 
-Invoked three ways, all running the same code in `shared.migrations`:
+Invoked three ways, all running the same code in `shared.store.migrations`:
 - by hand: `{"action": "apply" | "status" | "verify"}` (default "apply");
 - by CloudFormation on every deploy, as a custom resource (Create/Update apply, Delete is a
   no-op: a stack deletion never drops data);
@@ -22,7 +22,6 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from shared import migrations
 from shared.config import (
     DATABASE_URL_VARIABLES,
     DIRECT_DATABASE_URL_VARIABLES,
@@ -30,6 +29,7 @@ from shared.config import (
     get_settings,
 )
 from shared.errors import ConfigurationError
+from shared.store import migrations
 
 logger = Logger(service="migrate")
 

@@ -14,10 +14,10 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 # Every request verifies a token: load the JWT library with the function, not on the first request.
-import shared.auth  # noqa: F401
-from shared import trips
-from shared.api import create_app, request_viewer, resolve
-from shared.api_docs import documented, trip_links
+import shared.gateways.auth  # noqa: F401
+from shared.domain import trips
+from shared.http.api import create_app, request_viewer, resolve
+from shared.http.api_docs import documented, trip_links
 from shared.models import CreateTripRequest, RenameTripRequest, TripOut, TripPage
 
 logger = Logger(service="sessions")

@@ -15,8 +15,8 @@ from typing import LiteralString, TypeVar
 
 from psycopg.rows import class_row, dict_row
 
-from shared.db import Connection
 from shared.models import Message, Role, Session, User
+from shared.store.db import Connection
 
 # A position in a ("createdAt", "id") order.
 Keyset = tuple[datetime, str]

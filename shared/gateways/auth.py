@@ -17,7 +17,7 @@ unreachable JWKS endpoint is a 503. Tokens are never logged.
 Email and name come from optional session-token claims. Add them in the Clerk dashboard
 (Sessions > Customize session token):
     {"email": "{{user.primary_email_address}}", "name": "{{user.full_name}}"}
-Without them, a new user's email is fetched once from Clerk's Backend API (shared.clerk).
+Without them, a new user's email is fetched once from Clerk's Backend API (shared.gateways.clerk).
 """
 
 from __future__ import annotations

@@ -20,9 +20,6 @@ from dataclasses import dataclass
 
 from aws_lambda_powertools import Logger
 
-from shared import db, queries
-from shared.backboard import delete_quietly, get_backboard
-from shared.clerk import ClerkProfile
 from shared.config import get_settings
 from shared.errors import (
     AccountDeleted,
@@ -30,7 +27,10 @@ from shared.errors import (
     ServiceInitializationError,
     UpstreamUnavailable,
 )
+from shared.gateways.backboard import delete_quietly, get_backboard
+from shared.gateways.clerk import ClerkProfile
 from shared.models import User
+from shared.store import db, queries
 
 logger = Logger(child=True)
 

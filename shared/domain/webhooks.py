@@ -2,7 +2,7 @@
 
 Svix delivers at least once and in no guaranteed order. Verification comes first and alone:
 a delivery that fails it writes nothing and calls nothing. Applying an event is idempotent and
-order-independent (see shared.users), so duplicates and reordering end in the same state.
+order-independent (see shared.domain.users), so duplicates and reordering end in the same state.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook, WebhookVerificationError
 
-from shared import users
-from shared.clerk import profile_from_clerk_user
 from shared.config import secret
+from shared.domain import users
 from shared.errors import BadRequest, ConfigurationError, Unauthorized, ValidationFailed
+from shared.gateways.clerk import profile_from_clerk_user
 
 logger = Logger(child=True)
 
@@ -58,7 +58,7 @@ def verify_delivery(body: str, headers: Mapping[str, str]) -> dict[str, Any]:
     try:
         payload = json.loads(body)
     except (ValueError, RecursionError) as exc:
-        # RecursionError: absurd nesting; shared.api refuses it first, this is a backstop.
+        # RecursionError: absurd nesting; shared.http.api refuses it first, this is a backstop.
         raise BadRequest("The webhook body is not valid JSON.") from exc
     if not isinstance(payload, dict) or not isinstance(payload.get("type"), str):
         raise ValidationFailed("The webhook body has no event type.")

@@ -1,5 +1,5 @@
 """The OpenAPI description of each route's responses: its success (status, schema, headers,
-links to follow-up operations) next to the error contract of `shared.api`.
+links to follow-up operations) next to the error contract of `shared.http.api`.
 
 Route decorators pass `responses=documented(...)`; Powertools turns the pydantic models into
 schemas. The committed functions/openapi.json is generated from them (dev/tools/openapi.py).
@@ -15,7 +15,7 @@ from aws_lambda_powertools.event_handler.openapi.types import (
 )
 from pydantic import BaseModel
 
-from shared.api import ERROR_RESPONSES, ErrorBody
+from shared.http.api import ERROR_RESPONSES, ErrorBody
 
 JSON = "application/json"
 
@@ -24,7 +24,7 @@ def error(description: str) -> OpenAPIResponse:
     return {"description": description, "content": {JSON: {"model": ErrorBody}}}
 
 
-# Answers every route can give besides those of shared.api.ERROR_RESPONSES.
+# Answers every route can give besides those of shared.http.api.ERROR_RESPONSES.
 COMMON_ERRORS: dict[int, OpenAPIResponse] = {
     415: error("The request body is not JSON (Content-Type)"),
     500: error("An unexpected error or missing configuration; the message reveals nothing"),

@@ -8,9 +8,10 @@ from typing import NoReturn
 
 from aws_lambda_powertools import Logger
 
-from shared import db, queries, users
-from shared.backboard import delete_quietly, get_backboard
 from shared.config import get_settings
+from shared.domain import users
+from shared.domain.pagination import decode_cursor, encode_cursor
+from shared.domain.users import Viewer
 from shared.errors import (
     AppError,
     BackboardObjectMissing,
@@ -18,9 +19,9 @@ from shared.errors import (
     RateLimited,
     UpstreamUnavailable,
 )
+from shared.gateways.backboard import delete_quietly, get_backboard
 from shared.models import Session, TripOut, TripPage, User
-from shared.pagination import decode_cursor, encode_cursor
-from shared.users import Viewer
+from shared.store import db, queries
 
 logger = Logger(child=True)
 

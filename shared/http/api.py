@@ -28,8 +28,8 @@ from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel
 
-from shared import users
 from shared.config import get_settings
+from shared.domain import users
 from shared.errors import (
     AppError,
     ConfigurationError,
@@ -184,9 +184,9 @@ def request_viewer(app: APIGatewayHttpResolver) -> users.Viewer:
 
 def _viewer(headers: dict[str, str]) -> users.Viewer:
     # Imported here so the webhook function, which has no tokens, does not load PyJWT; the
-    # API functions import shared.auth themselves, at cold start.
-    from shared.auth import authenticate
-    from shared.clerk import fetch_clerk_profile
+    # API functions import shared.gateways.auth themselves, at cold start.
+    from shared.gateways.auth import authenticate
+    from shared.gateways.clerk import fetch_clerk_profile
 
     authorization = next((v for k, v in headers.items() if k.lower() == "authorization"), None)
     identity = authenticate(authorization)

@@ -18,9 +18,11 @@ from dataclasses import dataclass
 
 from aws_lambda_powertools import Logger
 
-from shared import db, queries, trips
-from shared.backboard import delete_quietly, get_backboard
 from shared.config import get_settings
+from shared.domain import trips
+from shared.domain.pagination import decode_cursor, encode_cursor
+from shared.domain.trips import not_found
+from shared.domain.users import Viewer
 from shared.errors import (
     AppError,
     BackboardObjectMissing,
@@ -29,10 +31,9 @@ from shared.errors import (
     RateLimited,
     ValidationFailed,
 )
+from shared.gateways.backboard import delete_quietly, get_backboard
 from shared.models import Message, MessageOut, MessagePage
-from shared.pagination import decode_cursor, encode_cursor
-from shared.trips import not_found
-from shared.users import Viewer
+from shared.store import db, queries
 
 logger = Logger(child=True)
 

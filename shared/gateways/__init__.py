@@ -1,0 +1,2 @@
+"""The services outside: Backboard, Clerk's Backend API, Clerk session tokens. Import
+nothing above them."""

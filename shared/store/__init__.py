@@ -1,0 +1,1 @@
+"""PostgreSQL: the pool, every SQL statement, the migrations. Imports nothing above it."""
