@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install dev token invoke test lint typecheck pytest pytest-pooler bench openapi migrate migrate-status \
+.PHONY: help install dev token invoke test test-fast lint typecheck pytest pytest-pooler bench openapi migrate migrate-status \
 	migrate-verify schema-snapshot package validate clean
 
 help: ## list the targets
@@ -49,6 +49,9 @@ typecheck: $(STAMP) ## mypy --strict
 
 pytest: $(STAMP) ## only the tests, in parallel (pass ARGS=... to pytest)
 	$(PY) -m pytest -n auto $(ARGS)
+
+test-fast: $(STAMP) ## the inner loop: the tests not marked slow, in parallel, no lint
+	$(PY) -m pytest -n auto -m "not slow" $(ARGS)
 
 pytest-pooler: $(STAMP) ## the database tests through PgBouncer (transaction mode; needs pgbouncer)
 	@if command -v pgbouncer >/dev/null || test -x /usr/sbin/pgbouncer; then \

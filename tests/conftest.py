@@ -18,6 +18,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from dev.stack.apiclient import Client
 from dev.stack.backboard_standin import BackboardStandIn
@@ -122,10 +123,17 @@ def admin_conn(direct_url: str) -> Iterator[psycopg.Connection[tuple[object, ...
         yield conn
 
 
+@pytest.fixture(scope="session")
+def issuer_key() -> rsa.RSAPrivateKey:
+    """One RSA key per test run (per worker): generating a 2048-bit key costs ~0.1 s, and the
+    tests that need a key of their own (rotation, forgery) generate it themselves."""
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
 @pytest.fixture
-def issuer(tmp_path: Path) -> LocalIssuer:
-    """A local token issuer with its own fresh key."""
-    return LocalIssuer.load_or_create(tmp_path / "issuer-key.pem")
+def issuer(issuer_key: rsa.RSAPrivateKey) -> LocalIssuer:
+    """A local token issuer."""
+    return LocalIssuer(issuer_key)
 
 
 @pytest.fixture
