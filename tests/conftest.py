@@ -137,25 +137,31 @@ def issuer(issuer_key: rsa.RSAPrivateKey) -> LocalIssuer:
 
 
 @pytest.fixture
-def api(
+def api_env(
     clean_db: str,
     backboard: BackboardStandIn,
     issuer: LocalIssuer,
     monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[Callable[[str], Client]]:
-    """A factory of API clients, one per Clerk user id, with tokens carrying email and name
-    (verified networklessly through CLERK_JWT_KEY)."""
+) -> Iterator[LocalIssuer]:
+    """The API's settings for a test: tokens from `issuer`, verified networklessly through
+    CLERK_JWT_KEY; the rate limits out of the way (tests of them set their own)."""
     monkeypatch.setenv("CLERK_ISSUER", issuer.issuer)
     monkeypatch.setenv("CLERK_JWT_KEY", issuer.public_pem())
     monkeypatch.delenv("CLERK_JWKS_URL", raising=False)
-    monkeypatch.setenv("MESSAGE_RATE_LIMIT_PER_MINUTE", "1000")
-    monkeypatch.setenv("TRIP_RATE_LIMIT_PER_MINUTE", "1000")
+    monkeypatch.setenv("MESSAGE_RATE_LIMIT_PER_MINUTE", "10000")
+    monkeypatch.setenv("TRIP_RATE_LIMIT_PER_MINUTE", "10000")
     config.reset_caches()
     auth.reset_auth()
+    yield issuer
+    auth.reset_auth()
+
+
+@pytest.fixture
+def api(api_env: LocalIssuer) -> Callable[[str], Client]:
+    """A factory of API clients, one per Clerk user id, with tokens carrying email and name."""
 
     def client(clerk_id: str) -> Client:
         name = clerk_id.removeprefix("user_").title()
-        return Client(issuer.mint(clerk_id, email=f"{clerk_id}@example.test", name=name))
+        return Client(api_env.mint(clerk_id, email=f"{clerk_id}@example.test", name=name))
 
-    yield client
-    auth.reset_auth()
+    return client

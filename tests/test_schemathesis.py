@@ -17,12 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from dev.stack.backboard_standin import BackboardStandIn
 from dev.stack.local_api import LocalApi
 from dev.stack.token_issuer import LocalIssuer
 from dev.tools import openapi
-from shared import config
-from shared.gateways import auth
 
 pytestmark = pytest.mark.slow
 
@@ -57,25 +54,12 @@ class AnyMethodApi(LocalApi):
 
 
 @pytest.fixture
-def local_api(
-    clean_db: str,
-    backboard: BackboardStandIn,
-    issuer: LocalIssuer,
-    monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[LocalApi]:
-    """The local HTTP front on a free loopback port, tokens verified with the issuer's key;
-    the rate limit out of the way (a 429 is documented, but would hide everything after)."""
-    monkeypatch.setenv("CLERK_ISSUER", issuer.issuer)
-    monkeypatch.setenv("CLERK_JWT_KEY", issuer.public_pem())
-    monkeypatch.delenv("CLERK_JWKS_URL", raising=False)
-    monkeypatch.setenv("MESSAGE_RATE_LIMIT_PER_MINUTE", "10000")
-    monkeypatch.setenv("TRIP_RATE_LIMIT_PER_MINUTE", "10000")
-    config.reset_caches()
-    auth.reset_auth()
+def local_api(api_env: LocalIssuer) -> Iterator[LocalApi]:
+    """The local HTTP front on a free loopback port, with the API's test settings (the rate
+    limits out of the way: a 429 is documented, but would hide everything after it)."""
     server = AnyMethodApi(port=0).start()
     yield server
     server.stop()
-    auth.reset_auth()
 
 
 def test_schemathesis_finds_no_server_errors_nor_schema_violations(
