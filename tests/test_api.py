@@ -646,3 +646,19 @@ def test_an_assistant_gone_at_backboard_is_replaced_and_trips_carry_on(
     assert backboard.calls("create_assistant") == 2
     listed = alice.call("GET", f"/sessions/{old_trip}/messages")
     assert [m["role"] for m in listed.body["messages"]] == ["user", "assistant"]
+
+
+@pytest.mark.parametrize("key", ["has space", "é-accented", "x" * 256])
+def test_a_malformed_idempotency_key_is_422_and_stores_nothing(
+    alice_trip: tuple[Client, str], admin_conn: Conn, key: str
+) -> None:
+    alice, trip_id = alice_trip
+    reply = alice.call(
+        "POST",
+        f"/sessions/{trip_id}/messages",
+        body={"content": "keyed"},
+        headers={"Idempotency-Key": key},
+    )
+    assert reply.status == 422, reply.body
+    assert reply.body["error"]["code"] == "validation_error"
+    assert _count(admin_conn, 'SELECT count(*) FROM "Message" WHERE content = %s', "keyed") == 0

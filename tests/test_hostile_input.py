@@ -162,7 +162,7 @@ def test_lone_surrogates_are_422_before_any_side_effect(
     assert (pair.status, pair.body["title"]) == (200, "\U0001f600 trip")
 
 
-# 3. Forged cursors (shared.domain.pagination's own tests cover decode_cursor case by case)
+# 3. Forged cursors (shared.http.cursors's own tests cover decode_cursor case by case)
 
 
 def _forged(stamp: Any, row_id: Any) -> str:

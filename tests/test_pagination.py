@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from shared.domain.pagination import MAX_CURSOR_LENGTH, decode_cursor, encode_cursor
 from shared.errors import ValidationFailed
+from shared.http.cursors import MAX_CURSOR_LENGTH, decode_cursor, encode_cursor
 
 STAMP = "2024-05-01T10:00:00.123000+00:00"
 

@@ -16,6 +16,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 # Every request verifies a token: load the JWT library with the function, not on the first request.
 import shared.gateways.auth  # noqa: F401
 from shared.domain import chat
+from shared.http import pages
 from shared.http.api import create_app, request_viewer, resolve
 from shared.http.api_docs import documented
 from shared.models import MessageOut, MessagePage, SendMessageRequest, TurnOut
@@ -41,7 +42,11 @@ def list_messages(
     before: Cursor = None,
     after: Cursor = None,
 ) -> MessagePage:
-    return chat.list_messages(request_viewer(app), id, limit=limit, before=before, after=after)
+    before_key, after_key = pages.message_positions(before, after)
+    window = chat.list_messages(
+        request_viewer(app), id, limit=limit, before=before_key, after=after_key
+    )
+    return pages.message_page(window)
 
 
 @app.post(
@@ -68,7 +73,9 @@ def send_message(
         Header(
             alias="idempotency-key",
             max_length=255,
-            description="Retrying with the same key never sends the message twice",
+            pattern=r"^[\x21-\x7e]{1,255}$",  # printable ASCII, no spaces
+            description="1-255 printable ASCII characters; retrying with the same key never "
+            "sends the message twice",
         ),
     ] = None,
 ) -> Response[TurnOut]:

@@ -16,8 +16,10 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 # Every request verifies a token: load the JWT library with the function, not on the first request.
 import shared.gateways.auth  # noqa: F401
 from shared.domain import trips
+from shared.http import pages
 from shared.http.api import create_app, request_viewer, resolve
 from shared.http.api_docs import documented, trip_links
+from shared.http.cursors import decode_cursor
 from shared.models import CreateTripRequest, RenameTripRequest, TripOut, TripPage
 
 logger = Logger(service="sessions")
@@ -40,7 +42,8 @@ def list_sessions(
         str | None, Query(max_length=200, description="nextCursor of the previous page")
     ] = None,
 ) -> TripPage:
-    return trips.list_trips(request_viewer(app), limit=limit, cursor=cursor)
+    after = decode_cursor(cursor) if cursor else None
+    return pages.trip_page(trips.list_trips(request_viewer(app), limit=limit, after=after))
 
 
 @app.post(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import re
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -20,7 +19,6 @@ from aws_lambda_powertools import Logger
 
 from shared.config import get_settings
 from shared.domain import trips
-from shared.domain.pagination import decode_cursor, encode_cursor
 from shared.domain.trips import not_found
 from shared.domain.users import Viewer
 from shared.errors import (
@@ -29,15 +27,13 @@ from shared.errors import (
     Conflict,
     DatabaseUnavailable,
     RateLimited,
-    ValidationFailed,
 )
 from shared.gateways.backboard import delete_quietly, get_backboard
-from shared.models import Message, MessageOut, MessagePage
+from shared.models import Message
 from shared.store import db, queries
+from shared.store.queries import Keyset
 
 logger = Logger(child=True)
-
-IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces
 
 
 @dataclass(frozen=True)
@@ -47,44 +43,41 @@ class Turn:
     replayed: bool  # True when an earlier request with the same key had already finished
 
 
+@dataclass(frozen=True)
+class MessageWindow:
+    messages: list[Message]  # in conversation order
+    older: bool  # older messages precede the first one
+
+
 def list_messages(
-    viewer: Viewer, trip_id: str, *, limit: int, before: str | None, after: str | None
-) -> MessagePage:
-    """A page of the trip's messages in conversation order: the latest page by default,
-    older ones with `before`, newer ones with `after` (cursors from earlier pages). One
-    statement for a known user."""
-    if before and after:
-        raise ValidationFailed("Use either before or after, not both.")
-    before_key = decode_cursor(before, name="before") if before else None
-    after_key = decode_cursor(after, name="after") if after else None
+    viewer: Viewer,
+    trip_id: str,
+    *,
+    limit: int,
+    before: Keyset | None = None,
+    after: Keyset | None = None,
+) -> MessageWindow:
+    """A window of the trip's messages in conversation order: the latest by default, older
+    ones before `before`, newer ones after `after`. One statement for a known user."""
     found = db.read(
         lambda conn: queries.list_trip_messages(
-            conn, viewer.clerk_id, trip_id, limit=limit + 1, before=before_key, after=after_key
+            conn, viewer.clerk_id, trip_id, limit=limit + 1, before=before, after=after
         )
     )
     if not found.trip_found:
         not_found(viewer)
     rows = found.messages
     more = len(rows) > limit
-    if after_key is not None:  # ascending from the cursor: the extra row is the newest
-        page = rows[:limit]
-        older = bool(page)
-    else:  # the extra row is the oldest
-        page = rows[-limit:] if more else rows
-        older = more
-    return MessagePage(
-        messages=[MessageOut.of(m) for m in page],
-        older_cursor=encode_cursor(page[0].created_at, page[0].id) if page and older else None,
-        newer_cursor=encode_cursor(page[-1].created_at, page[-1].id) if page else None,
-    )
+    if after is not None:  # ascending from the position: the extra row is the newest
+        window = rows[:limit]
+        return MessageWindow(window, older=bool(window))
+    return MessageWindow(rows[-limit:] if more else rows, older=more)  # extra row: the oldest
 
 
 def send_message(viewer: Viewer, trip_id: str, content: str, idempotency_key: str | None) -> Turn:
     """Store the user's message, ask the assistant (memory "Auto": it remembers the traveller
     across trips), store the reply. Backboard failing leaves the user's message stored and
     raises 502/503; retrying with the same key resumes the same turn."""
-    if idempotency_key is not None and not IDEMPOTENCY_KEY.match(idempotency_key):
-        raise ValidationFailed("Idempotency-Key must be 1 to 255 printable ASCII characters.")
     key = idempotency_key or f"auto-{uuid.uuid4()}"
     settings = get_settings()
     lease = settings.backboard_timeout_seconds + 5

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import NoReturn
 
@@ -10,7 +11,6 @@ from aws_lambda_powertools import Logger
 
 from shared.config import get_settings
 from shared.domain import users
-from shared.domain.pagination import decode_cursor, encode_cursor
 from shared.domain.users import Viewer
 from shared.errors import (
     AppError,
@@ -20,8 +20,9 @@ from shared.errors import (
     UpstreamUnavailable,
 )
 from shared.gateways.backboard import delete_quietly, get_backboard
-from shared.models import Session, TripOut, TripPage, User
+from shared.models import Session, User
 from shared.store import db, queries
+from shared.store.queries import Keyset
 
 logger = Logger(child=True)
 
@@ -31,17 +32,21 @@ class TripNotFound(NotFound):
     default_message = "No such trip."
 
 
-def list_trips(viewer: Viewer, *, limit: int, cursor: str | None) -> TripPage:
-    """The user's trips, newest first, `limit` at a time: one statement for a known user."""
-    after = decode_cursor(cursor) if cursor else None
+@dataclass(frozen=True)
+class TripWindow:
+    trips: list[Session]  # newest first
+    more: bool  # older trips follow the last one
+
+
+def list_trips(viewer: Viewer, *, limit: int, after: Keyset | None) -> TripWindow:
+    """The user's trips, newest first, `limit` at a time, after the position `after` (the last
+    trip of the previous window): one statement for a known user."""
     found = db.read(
         lambda conn: queries.list_trips_of(conn, viewer.clerk_id, limit=limit + 1, after=after)
     )
     if found.owner_id is None:
         viewer.user()  # first sight: the row and the assistant; no trips yet
-    page, more = found.trips[:limit], len(found.trips) > limit
-    next_cursor = encode_cursor(page[-1].created_at, page[-1].id) if more else None
-    return TripPage(sessions=[TripOut.of(s) for s in page], next_cursor=next_cursor)
+    return TripWindow(found.trips[:limit], len(found.trips) > limit)
 
 
 def create_trip(viewer: Viewer, title: str | None) -> Session:

@@ -1,0 +1,39 @@
+"""Pages as the API returns them: the domain's windows of trips and messages, with opaque
+cursors (shared.http.cursors) where the domain speaks of keyset positions."""
+
+from __future__ import annotations
+
+from shared.domain.chat import MessageWindow
+from shared.domain.trips import TripWindow
+from shared.errors import ValidationFailed
+from shared.http.cursors import decode_cursor, encode_cursor
+from shared.models import MessageOut, MessagePage, TripOut, TripPage
+from shared.store.queries import Keyset
+
+
+def trip_page(window: TripWindow) -> TripPage:
+    last = window.trips[-1] if window.trips and window.more else None
+    return TripPage(
+        sessions=[TripOut.of(trip) for trip in window.trips],
+        next_cursor=encode_cursor(last.created_at, last.id) if last else None,
+    )
+
+
+def message_positions(before: str | None, after: str | None) -> tuple[Keyset | None, Keyset | None]:
+    """The (before, after) positions the query's cursors name; at most one of them."""
+    if before and after:
+        raise ValidationFailed("Use either before or after, not both.")
+    return (
+        decode_cursor(before, name="before") if before else None,
+        decode_cursor(after, name="after") if after else None,
+    )
+
+
+def message_page(window: MessageWindow) -> MessagePage:
+    messages = window.messages
+    first, last = (messages[0], messages[-1]) if messages else (None, None)
+    return MessagePage(
+        messages=[MessageOut.of(message) for message in messages],
+        older_cursor=encode_cursor(first.created_at, first.id) if first and window.older else None,
+        newer_cursor=encode_cursor(last.created_at, last.id) if last else None,
+    )
