@@ -9,14 +9,14 @@ import psycopg
 import pytest
 
 from shared.models import Message, Session, User
-from shared.store import db, queries
+from shared.store import db, message_rows, trip_rows, user_rows
 
 Conn = psycopg.Connection[tuple[object, ...]]
 
 
 def _new_user(clerk_id: str = "user_q") -> User:
     with db.connection() as conn:
-        return queries.insert_user(
+        return user_rows.insert_user(
             conn,
             clerk_id=clerk_id,
             assistant_id=f"asst-{clerk_id}",
@@ -30,20 +30,20 @@ def test_insert_and_get_user(clean_db: str) -> None:
     assert user.clerk_id == "user_q" and user.assistant_id == "asst-user_q" and user.name is None
     assert user.created_at.tzinfo is UTC
     with db.connection() as conn:
-        assert queries.get_user_by_clerk_id(conn, "user_q") == user
-        assert queries.get_user_by_clerk_id(conn, "user_other") is None
+        assert user_rows.get_user_by_clerk_id(conn, "user_q") == user
+        assert user_rows.get_user_by_clerk_id(conn, "user_other") is None
     assert user.model_dump(by_alias=True)["clerkId"] == "user_q"
 
 
 def test_session_defaults_and_ownership(clean_db: str) -> None:
     owner, other = _new_user("user_owner"), _new_user("user_other")
     with db.connection() as conn:
-        untitled = queries.insert_session(conn, user_id=owner.id, thread_id="t1")
-        titled = queries.insert_session(conn, user_id=owner.id, thread_id="t2", title="Kyoto")
+        untitled = trip_rows.insert_session(conn, user_id=owner.id, thread_id="t1")
+        titled = trip_rows.insert_session(conn, user_id=owner.id, thread_id="t2", title="Kyoto")
         assert untitled.title == "New Trip" and titled.title == "Kyoto"
-        assert queries.get_trip_of(conn, owner.clerk_id, untitled.id) == untitled
-        assert queries.get_trip_of(conn, other.clerk_id, untitled.id) is None
-        assert queries.get_trip_of(conn, "user_nobody", untitled.id) is None
+        assert trip_rows.get_trip_of(conn, owner.clerk_id, untitled.id) == untitled
+        assert trip_rows.get_trip_of(conn, other.clerk_id, untitled.id) is None
+        assert trip_rows.get_trip_of(conn, "user_nobody", untitled.id) is None
 
 
 def _sessions_with_equal_timestamps(admin_conn: Conn, user_id: str, n: int) -> None:
@@ -63,7 +63,7 @@ def test_session_pages_are_newest_first_and_never_overlap(clean_db: str, admin_c
     after = None
     with db.connection() as conn:
         while True:
-            found = queries.list_trips_of(conn, user.clerk_id, limit=7, after=after)
+            found = trip_rows.list_trips_of(conn, user.clerk_id, limit=7, after=after)
             assert found.owner_id == user.id
             page = found.trips
             seen += page
@@ -78,8 +78,12 @@ def test_session_pages_are_newest_first_and_never_overlap(clean_db: str, admin_c
 def test_trip_list_tells_a_user_without_trips_from_no_user(clean_db: str) -> None:
     user = _new_user()
     with db.connection() as conn:
-        assert queries.list_trips_of(conn, user.clerk_id, limit=5) == queries.TripList(user.id, [])
-        assert queries.list_trips_of(conn, "user_unknown", limit=5) == queries.TripList(None, [])
+        assert trip_rows.list_trips_of(conn, user.clerk_id, limit=5) == trip_rows.TripList(
+            user.id, []
+        )
+        assert trip_rows.list_trips_of(conn, "user_unknown", limit=5) == trip_rows.TripList(
+            None, []
+        )
 
 
 CLERK_ID = "user_q"
@@ -90,7 +94,7 @@ def conversation(clean_db: str, admin_conn: Conn) -> tuple[str, list[str]]:
     """A trip with 30 messages, many sharing timestamps, and their ids in conversation order."""
     user = _new_user()
     with db.connection() as conn:
-        session = queries.insert_session(conn, user_id=user.id, thread_id="t")
+        session = trip_rows.insert_session(conn, user_id=user.id, thread_id="t")
     base = datetime(2026, 1, 1, 12, 0, 0)
     for i in range(30):
         admin_conn.execute(
@@ -110,7 +114,7 @@ def conversation(clean_db: str, admin_conn: Conn) -> tuple[str, list[str]]:
 
 
 def _messages(conn: db.Connection, session_id: str, **page: Any) -> list[Message]:
-    found = queries.list_trip_messages(conn, CLERK_ID, session_id, **page)
+    found = message_rows.list_trip_messages(conn, CLERK_ID, session_id, **page)
     assert found.trip_found
     return found.messages
 
@@ -138,24 +142,26 @@ def test_message_pages_walk_back_and_forth_in_order(conversation: tuple[str, lis
 def test_message_page_tells_missing_user_trip_and_empty_trip_apart(clean_db: str) -> None:
     owner, other = _new_user("user_owner"), _new_user("user_other")
     with db.connection() as conn:
-        trip = queries.insert_session(conn, user_id=owner.id, thread_id="t")
-        assert queries.list_trip_messages(
+        trip = trip_rows.insert_session(conn, user_id=owner.id, thread_id="t")
+        assert message_rows.list_trip_messages(
             conn, owner.clerk_id, trip.id, limit=5
-        ) == queries.TripMessages(owner.id, True, [])
+        ) == message_rows.TripMessages(owner.id, True, [])
         # Someone else's trip reads exactly like a missing one.
-        assert queries.list_trip_messages(
+        assert message_rows.list_trip_messages(
             conn, other.clerk_id, trip.id, limit=5
-        ) == queries.TripMessages(other.id, False, [])
-        assert queries.list_trip_messages(
+        ) == message_rows.TripMessages(other.id, False, [])
+        assert message_rows.list_trip_messages(
             conn, "user_nobody", trip.id, limit=5
-        ) == queries.TripMessages(None, False, [])
+        ) == message_rows.TripMessages(None, False, [])
 
 
 def test_insert_message_returns_utc_row(clean_db: str) -> None:
     user = _new_user()
     with db.connection() as conn:
-        session = queries.insert_session(conn, user_id=user.id, thread_id="t")
-        message = queries.insert_message(conn, session_id=session.id, role="user", content="Hi")
+        session = trip_rows.insert_session(conn, user_id=user.id, thread_id="t")
+        message = message_rows.insert_message(
+            conn, session_id=session.id, role="user", content="Hi"
+        )
     assert message.role == "user" and message.content == "Hi" and message.session_id == session.id
     assert message.created_at.tzinfo is UTC
     assert abs(message.created_at - datetime.now(UTC)) < timedelta(seconds=30)

@@ -175,7 +175,7 @@ def two_users_with_trips(
     clean_db: str, admin_conn: Conn, backboard: BackboardStandIn
 ) -> tuple[User, User]:
     from shared.gateways.backboard import get_backboard
-    from shared.store import db, queries
+    from shared.store import db, message_rows, trip_rows
 
     pair = []
     for clerk_id in ("user_keep", "user_gone"):
@@ -183,9 +183,11 @@ def two_users_with_trips(
         with db.connection() as conn:
             for _ in range(2):
                 thread_id = get_backboard().create_thread(user.assistant_id)
-                trip = queries.insert_session(conn, user_id=user.id, thread_id=thread_id)
-                queries.insert_message(conn, session_id=trip.id, role="user", content="hi")
-                queries.insert_message(conn, session_id=trip.id, role="assistant", content="yo")
+                trip = trip_rows.insert_session(conn, user_id=user.id, thread_id=thread_id)
+                message_rows.insert_message(conn, session_id=trip.id, role="user", content="hi")
+                message_rows.insert_message(
+                    conn, session_id=trip.id, role="assistant", content="yo"
+                )
         pair.append(user)
     return pair[0], pair[1]
 
@@ -250,7 +252,7 @@ def test_erase_survives_backboard_failures_and_logs_them(
 
 
 def test_profile_updates_apply_in_event_order(clean_db: str, backboard: BackboardStandIn) -> None:
-    from shared.store import db, queries
+    from shared.store import db, user_rows
 
     assert (
         users.apply_clerk_profile("user_order", ClerkProfile("v2@example.test", "V2"), 200)
@@ -261,7 +263,7 @@ def test_profile_updates_apply_in_event_order(clean_db: str, backboard: Backboar
     newer = users.apply_clerk_profile("user_order", ClerkProfile(None, "V3"), 300)
     assert newer is users.SyncOutcome.UPDATED
     with db.connection() as conn:
-        user = queries.get_user_by_clerk_id(conn, "user_order")
+        user = user_rows.get_user_by_clerk_id(conn, "user_order")
     assert user is not None
     assert (user.email, user.name) == ("", "V3")
     assert backboard.calls("create_assistant") == 1

@@ -129,14 +129,14 @@ def _client(bench: Bench, clerk_id: str) -> Any:
 
 def _ready_trip(bench: Bench, clerk_id: str, messages: int) -> tuple[Any, str, Any]:
     """A user with one trip holding `messages` messages (bulk-loaded), via the API."""
-    from shared.store import db, queries
+    from shared.store import db, user_rows
 
     client = _client(bench, clerk_id)
     created = client.call("POST", "/sessions", body={"title": "Bench trip"})
     assert created.status == 201, created.body
     trip = created.body["id"]
     with db.connection() as conn:
-        user = queries.get_user_by_clerk_id(conn, clerk_id)
+        user = user_rows.get_user_by_clerk_id(conn, clerk_id)
     # Bulk loads go through their own connection: no statement timeout for a million rows.
     with psycopg.connect(bench.url, autocommit=True) as conn:
         with conn.cursor().copy(
@@ -186,7 +186,7 @@ def _b1_b2_mode(
     from dev.stack.roundtrips import count_round_trips
     from shared import config
     from shared.gateways.backboard import get_backboard
-    from shared.store import db, queries
+    from shared.store import db, message_rows, trip_rows
 
     config.reset_caches()
     db.close_pool()
@@ -198,7 +198,7 @@ def _b1_b2_mode(
     def send_direct() -> None:
         key = f"direct-{next(counter)}"
         with db.connection() as conn:
-            start = queries.begin_turn(
+            start = message_rows.begin_turn(
                 conn,
                 clerk_id=clerk_id,
                 session_id=trip,
@@ -211,7 +211,7 @@ def _b1_b2_mode(
         assert start.user_id is not None
         reply = get_backboard().add_message(start.thread_id, "hello")
         with db.connection() as conn:
-            queries.finish_turn(
+            message_rows.finish_turn(
                 conn, user_id=start.user_id, idempotency_key=key, session_id=trip, reply=reply
             )
 
@@ -230,11 +230,11 @@ def _b1_b2_mode(
     routes: dict[str, tuple[Callable[[], object], Callable[[], object]]] = {
         "GET /sessions": (
             client.prepare("GET", "/sessions"),
-            lambda: db.read(lambda c: queries.list_trips_of(c, clerk_id, limit=21)),
+            lambda: db.read(lambda c: trip_rows.list_trips_of(c, clerk_id, limit=21)),
         ),
         "GET /sessions/{id}/messages (50)": (
             client.prepare("GET", f"/sessions/{trip}/messages", query={"limit": "50"}),
-            lambda: db.read(lambda c: queries.list_trip_messages(c, clerk_id, trip, limit=51)),
+            lambda: db.read(lambda c: message_rows.list_trip_messages(c, clerk_id, trip, limit=51)),
         ),
         "POST /sessions/{id}/messages": (
             client.prepare("POST", f"/sessions/{trip}/messages", body={"content": "hello"}),

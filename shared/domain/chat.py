@@ -30,8 +30,8 @@ from shared.errors import (
 )
 from shared.gateways.backboard import delete_quietly, get_backboard
 from shared.models import Message
-from shared.store import db, queries
-from shared.store.queries import Keyset
+from shared.store import db, message_rows, trip_rows
+from shared.store.common import Keyset
 
 logger = Logger(child=True)
 
@@ -60,7 +60,7 @@ def list_messages(
     """A window of the trip's messages in conversation order: the latest by default, older
     ones before `before`, newer ones after `after`. One statement for a known user."""
     found = db.read(
-        lambda conn: queries.list_trip_messages(
+        lambda conn: message_rows.list_trip_messages(
             conn, viewer.clerk_id, trip_id, limit=limit + 1, before=before, after=after
         )
     )
@@ -83,7 +83,7 @@ def send_message(viewer: Viewer, trip_id: str, content: str, idempotency_key: st
     lease = settings.backboard_timeout_seconds + 5
     sha = hashlib.sha256(content.encode()).hexdigest()
     with db.connection() as conn:
-        start = queries.begin_turn(
+        start = message_rows.begin_turn(
             conn,
             clerk_id=viewer.clerk_id,
             session_id=trip_id,
@@ -112,12 +112,12 @@ def send_message(viewer: Viewer, trip_id: str, content: str, idempotency_key: st
             reply = _ask(viewer, trip_id, start.thread_id, content)
         except AppError as exc:
             with db.connection() as conn:
-                if not queries.release_turn(conn, user_id=user_id, idempotency_key=key):
+                if not message_rows.release_turn(conn, user_id=user_id, idempotency_key=key):
                     raise TripDeleted() from exc
             raise
     try:
         with db.connection() as conn:
-            assistant_message = queries.finish_turn(
+            assistant_message = message_rows.finish_turn(
                 conn, user_id=user_id, idempotency_key=key, session_id=trip_id, reply=reply
             )
     except DatabaseUnavailable:
@@ -125,7 +125,7 @@ def send_message(viewer: Viewer, trip_id: str, content: str, idempotency_key: st
         # same key (which then asks Backboard nothing) and give the lease back if we can.
         _remember_unsaved(user_id, key, reply)
         with contextlib.suppress(AppError), db.connection() as conn:
-            queries.release_turn(conn, user_id=user_id, idempotency_key=key)
+            message_rows.release_turn(conn, user_id=user_id, idempotency_key=key)
         raise
     return Turn(user_message, assistant_message, replayed=False)
 
@@ -141,7 +141,7 @@ def _ask(viewer: Viewer, trip_id: str, thread_id: str, content: str) -> str:
         logger.warning("the trip's thread is gone at Backboard", extra={"session_id": trip_id})
     _, new_id = trips.new_thread(viewer, viewer.user())
     with db.connection() as conn:
-        current = queries.replace_thread(conn, trip_id, thread_id, new_id)
+        current = trip_rows.replace_thread(conn, trip_id, thread_id, new_id)
     if current != new_id:  # another request replaced it first, or the trip was deleted
         delete_quietly("thread", new_id)
         if not current:
@@ -163,7 +163,7 @@ def _remember_unsaved(user_id: str, key: str, reply: str) -> None:
 
 def _resume(
     conn: db.Connection,
-    start: queries.TurnStart,
+    start: message_rows.TurnStart,
     *,
     user_id: str,
     trip_id: str,
@@ -194,7 +194,7 @@ def _resume(
             "A request with this Idempotency-Key is in progress.",
             retry_after=start.existing_lease_seconds_left,
         )
-    if not queries.reclaim_turn(
+    if not message_rows.reclaim_turn(
         conn, user_id=user_id, idempotency_key=key, lease_seconds=lease, holder_gone=holder_gone
     ):
         raise Conflict("A request with this Idempotency-Key is in progress.", retry_after=2)

@@ -21,8 +21,8 @@ from shared.errors import (
 )
 from shared.gateways.backboard import delete_quietly, get_backboard
 from shared.models import Session, User
-from shared.store import db, queries
-from shared.store.queries import Keyset
+from shared.store import db, trip_rows
+from shared.store.common import Keyset
 
 logger = Logger(child=True)
 
@@ -42,7 +42,7 @@ def list_trips(viewer: Viewer, *, limit: int, after: Keyset | None) -> TripWindo
     """The user's trips, newest first, `limit` at a time, after the position `after` (the last
     trip of the previous window): one statement for a known user."""
     found = db.read(
-        lambda conn: queries.list_trips_of(conn, viewer.clerk_id, limit=limit + 1, after=after)
+        lambda conn: trip_rows.list_trips_of(conn, viewer.clerk_id, limit=limit + 1, after=after)
     )
     if found.owner_id is None:
         viewer.user()  # first sight: the row and the assistant; no trips yet
@@ -55,11 +55,11 @@ def create_trip(viewer: Viewer, title: str | None) -> Session:
     new trips in any 60 seconds (429), counted before Backboard is asked for anything."""
     limit = get_settings().trip_rate_limit_per_minute
     with db.connection() as conn:
-        slot = queries.take_trip_slot(conn, viewer.clerk_id, limit=limit)
+        slot = trip_rows.take_trip_slot(conn, viewer.clerk_id, limit=limit)
     if slot.user is None:  # first sight: the row and the assistant, then count this trip
         viewer.user()
         with db.connection() as conn:
-            slot = queries.take_trip_slot(conn, viewer.clerk_id, limit=limit)
+            slot = trip_rows.take_trip_slot(conn, viewer.clerk_id, limit=limit)
     if slot.user is None or not slot.accepted:
         raise RateLimited(
             f"At most {limit} new trips in any 60 seconds.", retry_after=slot.retry_after_seconds
@@ -74,11 +74,11 @@ def create_trip(viewer: Viewer, title: str | None) -> Session:
         # Timed out (or 5xx): Backboard may still create the thread after we gave up.
         with contextlib.suppress(AppError), db.connection() as conn:
             timeout = get_settings().backboard_timeout_seconds
-            queries.mark_threads_unsure(conn, user.id, after_seconds=timeout * 2)
+            trip_rows.mark_threads_unsure(conn, user.id, after_seconds=timeout * 2)
         raise
     try:
         with db.connection() as conn:
-            session = queries.insert_session(
+            session = trip_rows.insert_session(
                 conn, user_id=user.id, thread_id=thread_id, title=title
             )
     except BaseException:
@@ -109,13 +109,13 @@ def _delete_stray_threads(user: User, check_at: datetime) -> None:
         return
     before = [tid for tid, created in threads if _utc(created) <= check_at]
     with db.connection() as conn:
-        known = queries.known_threads(conn, user.id, before) if before else set()
+        known = trip_rows.known_threads(conn, user.id, before) if before else set()
     for thread_id in before:
         if thread_id not in known:
             logger.info("deleting a thread no trip knows", extra={"thread_id": thread_id})
             delete_quietly("thread", thread_id)
     with db.connection() as conn:
-        queries.clear_threads_check(conn, user.id, check_at)
+        trip_rows.clear_threads_check(conn, user.id, check_at)
 
 
 def _utc(moment: datetime) -> datetime:
@@ -123,20 +123,20 @@ def _utc(moment: datetime) -> datetime:
 
 
 def get_trip(viewer: Viewer, trip_id: str) -> Session:
-    session = db.read(lambda conn: queries.get_trip_of(conn, viewer.clerk_id, trip_id))
+    session = db.read(lambda conn: trip_rows.get_trip_of(conn, viewer.clerk_id, trip_id))
     return session or not_found(viewer)
 
 
 def rename_trip(viewer: Viewer, trip_id: str, title: str) -> Session:
     with db.connection() as conn:
-        session = queries.rename_trip_of(conn, viewer.clerk_id, trip_id, title)
+        session = trip_rows.rename_trip_of(conn, viewer.clerk_id, trip_id, title)
     return session or not_found(viewer)
 
 
 def delete_trip(viewer: Viewer, trip_id: str) -> None:
     """Messages and trip in one transaction (no cascades), then the thread, best effort."""
     with db.transaction() as conn:
-        thread_id = queries.delete_trip_rows_of(conn, viewer.clerk_id, trip_id)
+        thread_id = trip_rows.delete_trip_rows_of(conn, viewer.clerk_id, trip_id)
     if thread_id is None:
         not_found(viewer)
     delete_quietly("thread", thread_id)

@@ -30,7 +30,7 @@ from shared.errors import (
 from shared.gateways.backboard import delete_quietly, get_backboard
 from shared.gateways.clerk import ClerkProfile
 from shared.models import User
-from shared.store import db, queries
+from shared.store import db, user_rows
 
 logger = Logger(child=True)
 
@@ -81,17 +81,17 @@ def ensure_user_exists(
     ServiceInitializationError when the assistant cannot be created (no row is written) and
     AccountDeleted for a user erased by the Clerk webhook.
     """
-    user = db.read(lambda conn: queries.get_user_by_clerk_id(conn, clerk_id))
+    user = db.read(lambda conn: user_rows.get_user_by_clerk_id(conn, clerk_id))
     if user is not None:
         return user
     if email is None and fetch_profile is not None:
         fetched = fetch_profile()
         email, name = fetched.email, name or fetched.name
     with _locked(clerk_id) as locked:
-        user = queries.get_user_by_clerk_id(locked.conn, clerk_id)
+        user = user_rows.get_user_by_clerk_id(locked.conn, clerk_id)
         if user is not None:  # another container created it while we waited for the lock
             return user
-        state = queries.get_clerk_state(locked.conn, clerk_id)
+        state = user_rows.get_clerk_state(locked.conn, clerk_id)
         if state is not None and state.deleted:
             raise AccountDeleted()
         return _create_user(locked, clerk_id, ClerkProfile(email, name), state)
@@ -106,19 +106,19 @@ def apply_clerk_profile(clerk_id: str, profile: ClerkProfile, event_at: int) -> 
     """
     with _locked(clerk_id) as locked:
         conn = locked.conn
-        state = queries.get_clerk_state(conn, clerk_id)
+        state = user_rows.get_clerk_state(conn, clerk_id)
         if state is not None and state.deleted:
             return SyncOutcome.IGNORED_DELETED
         if state is not None and state.last_event_at >= event_at:
             return SyncOutcome.IGNORED_STALE
-        user = queries.get_user_by_clerk_id(conn, clerk_id)
+        user = user_rows.get_user_by_clerk_id(conn, clerk_id)
         if user is None:
             _create_user(locked, clerk_id, profile, state)
             # Only once the user exists: a failed creation must leave the event unapplied.
-            queries.record_clerk_event(conn, clerk_id, event_at)
+            user_rows.record_clerk_event(conn, clerk_id, event_at)
             return SyncOutcome.CREATED
-        queries.record_clerk_event(conn, clerk_id, event_at)
-        queries.update_user_profile(conn, user.id, email=profile.email or "", name=profile.name)
+        user_rows.record_clerk_event(conn, clerk_id, event_at)
+        user_rows.update_user_profile(conn, user.id, email=profile.email or "", name=profile.name)
         return SyncOutcome.UPDATED
 
 
@@ -127,11 +127,11 @@ def erase_user(clerk_id: str) -> bool:
     their Backboard threads and assistant. Remembers the deletion so a late user.created
     cannot bring them back. Returns False when there was nobody to erase (a repeat)."""
     with _locked(clerk_id) as locked:
-        queries.mark_clerk_deleted(locked.conn, clerk_id)
-        user = queries.get_user_by_clerk_id(locked.conn, clerk_id)
+        user_rows.mark_clerk_deleted(locked.conn, clerk_id)
+        user = user_rows.get_user_by_clerk_id(locked.conn, clerk_id)
         if user is None:
             return False
-        thread_ids = queries.delete_user_rows(locked.conn, user.id)
+        thread_ids = user_rows.delete_user_rows(locked.conn, user.id)
     # After the commit: Backboard objects of a committed erasure are deleted best effort; a
     # failure is logged with the ids so an operator can finish the job.
     for thread_id in thread_ids:
@@ -157,7 +157,7 @@ def _locked(clerk_id: str) -> Iterator[_Locked]:
     try:
         with db.transaction() as conn:
             wait_ms = int(get_settings().backboard_timeout_seconds * 2 * 1000) + 5_000
-            queries.lock_clerk_id(conn, clerk_id, wait_ms=wait_ms)
+            user_rows.lock_clerk_id(conn, clerk_id, wait_ms=wait_ms)
             try:
                 yield _Locked(conn, uncommitted)
             except _CommitThenRaise as failure:
@@ -180,7 +180,7 @@ def replace_missing_assistant(clerk_id: str, missing_id: str) -> User:
     stand-in that forgot it): give the user a new one, once, under their lock; a request that
     finds it replaced already takes the new one. The memory of the old one is gone with it."""
     with _locked(clerk_id) as locked:
-        user = queries.get_user_by_clerk_id(locked.conn, clerk_id)
+        user = user_rows.get_user_by_clerk_id(locked.conn, clerk_id)
         if user is None:
             raise AccountDeleted()
         if user.assistant_id != missing_id:
@@ -191,7 +191,7 @@ def replace_missing_assistant(clerk_id: str, missing_id: str) -> User:
         )
         assistant_id = _obtain_assistant(locked, clerk_id, None)
         locked.uncommitted_assistants.append(assistant_id)
-        return queries.set_assistant(locked.conn, user.id, assistant_id)
+        return user_rows.set_assistant(locked.conn, user.id, assistant_id)
 
 
 def assistant_name(clerk_id: str) -> str:
@@ -208,14 +208,14 @@ class _CommitThenRaise(Exception):
 
 
 def _create_user(
-    locked: _Locked, clerk_id: str, profile: ClerkProfile, state: queries.ClerkState | None
+    locked: _Locked, clerk_id: str, profile: ClerkProfile, state: user_rows.ClerkState | None
 ) -> User:
     """Create the assistant, then the row, under the clerk id's lock. If the insert fails,
     the assistant is deleted again (compensation)."""
     assistant_id = _obtain_assistant(locked, clerk_id, state)
     try:
         with locked.conn.transaction():  # a savepoint: the insert fails alone
-            user = queries.insert_user(
+            user = user_rows.insert_user(
                 locked.conn,
                 clerk_id=clerk_id,
                 assistant_id=assistant_id,
@@ -230,7 +230,7 @@ def _create_user(
     return user
 
 
-def _obtain_assistant(locked: _Locked, clerk_id: str, state: queries.ClerkState | None) -> str:
+def _obtain_assistant(locked: _Locked, clerk_id: str, state: user_rows.ClerkState | None) -> str:
     """A new assistant for the user, under their lock. An earlier attempt may have timed out
     on our side after Backboard created the assistant; such an assistant carries this user's
     name, so it is adopted instead of orphaned."""
@@ -276,7 +276,7 @@ def _initialization_failed(locked: _Locked, clerk_id: str, exc: AppError) -> Exc
     if not (isinstance(exc, UpstreamUnavailable) and exc.unanswered):
         return ServiceInitializationError(retry_after=exc.retry_after or 5)
     seconds = get_settings().backboard_timeout_seconds * 2
-    queries.wait_for_late_assistant(locked.conn, clerk_id, seconds=seconds)
+    user_rows.wait_for_late_assistant(locked.conn, clerk_id, seconds=seconds)
     return _CommitThenRaise(ServiceInitializationError(retry_after=math.ceil(seconds)))
 
 

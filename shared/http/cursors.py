@@ -13,7 +13,7 @@ import json
 from datetime import UTC, datetime
 
 from shared.errors import ValidationFailed
-from shared.store.queries import Keyset
+from shared.store.common import Keyset
 
 MAX_CURSOR_LENGTH = 200
 # Ids are uuids by default (a Prisma client may use cuids); the path parameter allows 100.

@@ -8,7 +8,7 @@ from shared.domain.trips import TripWindow
 from shared.errors import ValidationFailed
 from shared.http.cursors import decode_cursor, encode_cursor
 from shared.models import MessageOut, MessagePage, TripOut, TripPage
-from shared.store.queries import Keyset
+from shared.store.common import Keyset
 
 
 def trip_page(window: TripWindow) -> TripPage:

@@ -1,0 +1,258 @@
+"""A trip's messages: pages, and the turns that make a send idempotent."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import LiteralString
+
+from psycopg.rows import class_row, dict_row
+
+from shared.models import Message, Role
+from shared.store.common import (
+    MESSAGE_COLUMNS,
+    Keyset,
+    one,
+    page_clause,
+    take_slot,
+)
+from shared.store.db import Connection
+
+
+def insert_message(conn: Connection, *, session_id: str, role: Role, content: str) -> Message:
+    with conn.cursor(row_factory=class_row(Message)) as cur:
+        cur.execute(
+            'INSERT INTO "Message" ("sessionId", "role", "content") '
+            f"VALUES (%s, %s, %s) RETURNING {MESSAGE_COLUMNS}",
+            (session_id, role, content),
+        )
+        return one(cur.fetchone())
+
+
+@dataclass(frozen=True)
+class TripMessages:
+    owner_id: str | None  # None: no User row for this Clerk id (yet)
+    trip_found: bool  # False: no such trip, or someone else's
+    messages: list[Message]  # in conversation order
+
+
+def list_trip_messages(
+    conn: Connection,
+    clerk_id: str,
+    session_id: str,
+    *,
+    limit: int,
+    before: Keyset | None = None,
+    after: Keyset | None = None,
+) -> TripMessages:
+    """A page of a trip's messages in conversation order (createdAt, then id), checked
+    against the owner in the same statement: with `after`, the first `limit` messages after
+    it; otherwise the last `limit` (before `before`, when given), the page a chat opens on."""
+    order, condition, keys = page_clause(before, after)
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            'SELECT u."id" AS "ownerId", s."id" AS "tripId", m.* FROM "User" u '
+            'LEFT JOIN "Session" s ON s."id" = %s AND s."userId" = u."id" '
+            "LEFT JOIN LATERAL ("
+            f' SELECT {MESSAGE_COLUMNS} FROM "Message" WHERE "sessionId" = s."id" {condition}'
+            f' ORDER BY "createdAt" {order}, "id" {order} LIMIT %s'
+            ') m ON true WHERE u."clerkId" = %s',
+            (session_id, *keys, limit, clerk_id),
+        ).fetchall()
+    if not rows:
+        return TripMessages(None, False, [])
+    messages = [Message.model_validate(row) for row in rows if row["id"] is not None]
+    return TripMessages(
+        str(rows[0]["ownerId"]),
+        rows[0]["tripId"] is not None,
+        messages if order == "ASC" else messages[::-1],
+    )
+
+
+@dataclass(frozen=True)
+class TurnStart:
+    """What beginning a turn found or did; exactly one of the outcomes applies."""
+
+    user_id: str | None  # None: no User row for this Clerk id (yet)
+    session_found: bool
+    thread_id: str = ""
+    rate_limited: bool = False  # the user sent their limit in the last 60 seconds
+    retry_after_seconds: int = 0
+    new_user_message: Message | None = None
+    # An earlier request with the same key (possibly for another trip):
+    existing_session_id: str | None = None
+    existing_sha256: str | None = None
+    existing_user_message: Message | None = None
+    existing_assistant_message: Message | None = None
+    existing_lease_seconds_left: int = 0  # > 0 while another request holds the turn
+
+
+_BEGIN_TURN: LiteralString = (
+    """
+WITH u AS (
+    SELECT "id" FROM "User" WHERE "clerkId" = %(clerk)s
+), s AS (
+    SELECT s."id", s."threadId", s."userId" FROM "Session" s JOIN u ON u."id" = s."userId"
+    WHERE s."id" = %(session)s
+), existing AS (
+    SELECT t.request_sha256, t.session_id,
+           ceil(extract(epoch FROM t.lease_until - now()))::int AS lease_left,
+           um."id" AS u_id, um."content" AS u_content, um."createdAt" AS u_at,
+           am."id" AS a_id, am."content" AS a_content, am."createdAt" AS a_at
+    FROM tripchat.message_turn t
+    JOIN "Message" um ON um."id" = t.user_message_id
+    LEFT JOIN "Message" am ON am."id" = t.assistant_message_id
+    WHERE t.user_id = (SELECT "id" FROM u) AND t.idempotency_key = %(key)s
+), rate AS (
+    """
+    + take_slot("recent_messages", 's."userId"', "s WHERE NOT EXISTS (SELECT 1 FROM existing)")
+    + """
+), turn AS (
+    INSERT INTO tripchat.message_turn
+        (user_id, idempotency_key, session_id, request_sha256, user_message_id, lease_until)
+    SELECT s."userId", %(key)s, s."id", %(sha)s, gen_random_uuid()::text,
+           now() + make_interval(secs => %(lease)s)
+    FROM s, rate WHERE rate.accepted
+    ON CONFLICT (user_id, idempotency_key) DO NOTHING
+    RETURNING session_id, user_message_id
+), msg AS (
+    INSERT INTO "Message" ("id", "sessionId", "role", "content")
+    SELECT user_message_id, session_id, 'user', %(content)s FROM turn
+    RETURNING "id", "createdAt"
+)
+SELECT (SELECT "id" FROM u) AS user_id,
+       (SELECT "threadId" FROM s) AS thread_id,
+       (SELECT NOT accepted FROM rate) AS rate_limited,
+       (SELECT retry_after FROM rate) AS rate_retry_after,
+       msg."id" AS new_id, msg."createdAt" AS new_at, e.*
+FROM (SELECT 1) one
+LEFT JOIN msg ON true
+LEFT JOIN existing e ON true
+"""
+)
+
+
+def begin_turn(
+    conn: Connection,
+    *,
+    clerk_id: str,
+    session_id: str,
+    idempotency_key: str,
+    content: str,
+    request_sha256: str,
+    rate_limit: int,
+    lease_seconds: float,
+) -> TurnStart:
+    """One statement: find the user and check the trip is theirs, find an earlier turn with
+    this key, count the request against the rate limit, and store the user's message with
+    its turn."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(
+            _BEGIN_TURN,
+            {
+                "session": session_id,
+                "clerk": clerk_id,
+                "key": idempotency_key,
+                "sha": request_sha256,
+                "content": content,
+                "limit": rate_limit,
+                "lease": lease_seconds,
+            },
+        ).fetchone()
+    user_id = None if row is None or row["user_id"] is None else str(row["user_id"])
+    if row is None or row["thread_id"] is None:
+        return TurnStart(user_id=user_id, session_found=False)
+    start = TurnStart(
+        user_id=user_id,
+        session_found=True,
+        thread_id=str(row["thread_id"]),
+        rate_limited=bool(row["rate_limited"]),
+        retry_after_seconds=max(1, int(row["rate_retry_after"] or 1)),
+    )
+    if row["new_id"] is not None:
+        new = Message(
+            id=row["new_id"],
+            role="user",
+            content=content,
+            session_id=session_id,
+            created_at=row["new_at"],
+        )
+        return replace(start, new_user_message=new)
+    if row["request_sha256"] is not None:
+        trip = str(row["session_id"])
+        existing_user = Message(
+            id=row["u_id"],
+            role="user",
+            content=row["u_content"],
+            session_id=trip,
+            created_at=row["u_at"],
+        )
+        existing_reply = (
+            Message(
+                id=row["a_id"],
+                role="assistant",
+                content=row["a_content"],
+                session_id=trip,
+                created_at=row["a_at"],
+            )
+            if row["a_id"] is not None
+            else None
+        )
+        return replace(
+            start,
+            existing_session_id=trip,
+            existing_sha256=str(row["request_sha256"]),
+            existing_lease_seconds_left=max(0, int(row["lease_left"] or 0)),
+            existing_user_message=existing_user,
+            existing_assistant_message=existing_reply,
+        )
+    return start
+
+
+def reclaim_turn(
+    conn: Connection,
+    *,
+    user_id: str,
+    idempotency_key: str,
+    lease_seconds: float,
+    holder_gone: bool = False,
+) -> bool:
+    """Take over a turn whose reply is missing and whose lease ran out (its request failed
+    or died), or is still running but `holder_gone` (the caller knows its holder gave up);
+    False when another request holds it."""
+    row = conn.execute(
+        "UPDATE tripchat.message_turn SET lease_until = now() + make_interval(secs => %s) "
+        "WHERE user_id = %s AND idempotency_key = %s AND assistant_message_id IS NULL "
+        "AND (lease_until IS NULL OR lease_until <= now() OR %s) RETURNING 1",
+        (lease_seconds, user_id, idempotency_key, holder_gone),
+    ).fetchone()
+    return row is not None
+
+
+def release_turn(conn: Connection, *, user_id: str, idempotency_key: str) -> bool:
+    """Give up the lease after a failed Backboard call, so a retry may proceed at once;
+    False when the turn is gone (its trip was deleted meanwhile)."""
+    row = conn.execute(
+        "UPDATE tripchat.message_turn SET lease_until = NULL "
+        "WHERE user_id = %s AND idempotency_key = %s AND assistant_message_id IS NULL "
+        "RETURNING 1",
+        (user_id, idempotency_key),
+    ).fetchone()
+    return row is not None
+
+
+def finish_turn(
+    conn: Connection, *, user_id: str, idempotency_key: str, session_id: str, reply: str
+) -> Message:
+    """Store the assistant's reply and close the turn, in one statement."""
+    with conn.cursor(row_factory=class_row(Message)) as cur:
+        cur.execute(
+            "WITH msg AS ("
+            ' INSERT INTO "Message" ("sessionId", "role", "content") '
+            f" VALUES (%s, 'assistant', %s) RETURNING {MESSAGE_COLUMNS}"
+            "), done AS ("
+            " UPDATE tripchat.message_turn SET assistant_message_id = (SELECT id FROM msg), "
+            " lease_until = NULL WHERE user_id = %s AND idempotency_key = %s"
+            f") SELECT {MESSAGE_COLUMNS} FROM msg",
+            (session_id, reply, user_id, idempotency_key),
+        )
+        return one(cur.fetchone())

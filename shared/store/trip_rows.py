@@ -1,0 +1,182 @@
+"""Trips (the "Session" table): rows owned by a Clerk user, their limit, their threads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import LiteralString
+
+from psycopg.rows import class_row, dict_row
+
+from shared.models import Session, User
+from shared.store.common import (
+    SESSION_COLUMNS,
+    USER_COLUMNS,
+    Keyset,
+    db_timestamp,
+    one,
+    take_slot,
+)
+from shared.store.db import Connection
+
+
+def insert_session(
+    conn: Connection, *, user_id: str, thread_id: str, title: str | None = None
+) -> Session:
+    # Without a title the column default ('New Trip') applies, as with Prisma.
+    with conn.cursor(row_factory=class_row(Session)) as cur:
+        if title is None:
+            cur.execute(
+                'INSERT INTO "Session" ("userId", "threadId") '
+                f"VALUES (%s, %s) RETURNING {SESSION_COLUMNS}",
+                (user_id, thread_id),
+            )
+        else:
+            cur.execute(
+                'INSERT INTO "Session" ("userId", "threadId", "title") '
+                f"VALUES (%s, %s, %s) RETURNING {SESSION_COLUMNS}",
+                (user_id, thread_id, title),
+            )
+        return one(cur.fetchone())
+
+
+@dataclass(frozen=True)
+class TripList:
+    owner_id: str | None  # None: no User row for this Clerk id (yet)
+    trips: list[Session]
+
+
+def list_trips_of(
+    conn: Connection, clerk_id: str, *, limit: int, after: Keyset | None = None
+) -> TripList:
+    """The user's trips, newest first, `after` the last trip of the previous page; the
+    user's row is found in the same statement (an existing user with no trips yields one
+    row of NULL trip columns)."""
+    condition: LiteralString = 'AND ("createdAt", "id") < (%s, %s) ' if after else ""
+    keys = (db_timestamp(after[0]), after[1]) if after else ()
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            'SELECT u."id" AS "ownerId", s.* FROM "User" u LEFT JOIN LATERAL ('
+            f' SELECT {SESSION_COLUMNS} FROM "Session" WHERE "userId" = u."id" {condition}'
+            ' ORDER BY "createdAt" DESC, "id" DESC LIMIT %s'
+            ') s ON true WHERE u."clerkId" = %s',
+            (*keys, limit, clerk_id),
+        ).fetchall()
+    if not rows:
+        return TripList(None, [])
+    trips = [Session.model_validate(row) for row in rows if row["id"] is not None]
+    return TripList(str(rows[0]["ownerId"]), trips)
+
+
+_OWNED_TRIP: LiteralString = (
+    '"id" = %s AND "userId" = (SELECT "id" FROM "User" WHERE "clerkId" = %s)'
+)
+
+
+def get_trip_of(conn: Connection, clerk_id: str, session_id: str) -> Session | None:
+    """The trip, only if it belongs to the user: someone else's trip reads as missing."""
+    with conn.cursor(row_factory=class_row(Session)) as cur:
+        cur.execute(
+            f'SELECT {SESSION_COLUMNS} FROM "Session" WHERE {_OWNED_TRIP}',
+            (session_id, clerk_id),
+        )
+        return cur.fetchone()
+
+
+def replace_thread(conn: Connection, session_id: str, old: str, new: str) -> str:
+    """Point the trip at a new Backboard thread, unless another request did first; returns
+    the thread the trip now has (None-safe: a deleted trip keeps nothing)."""
+    row = conn.execute(
+        'UPDATE "Session" SET "threadId" = %s WHERE "id" = %s AND "threadId" = %s '
+        'RETURNING "threadId"',
+        (new, session_id, old),
+    ).fetchone()
+    if row is not None:
+        return str(row[0])
+    current = conn.execute('SELECT "threadId" FROM "Session" WHERE "id" = %s', (session_id,))
+    found = current.fetchone()
+    return str(found[0]) if found else ""
+
+
+def rename_trip_of(conn: Connection, clerk_id: str, session_id: str, title: str) -> Session | None:
+    with conn.cursor(row_factory=class_row(Session)) as cur:
+        cur.execute(
+            f'UPDATE "Session" SET "title" = %s WHERE {_OWNED_TRIP} RETURNING {SESSION_COLUMNS}',
+            (title, session_id, clerk_id),
+        )
+        return cur.fetchone()
+
+
+def delete_trip_rows_of(conn: Connection, clerk_id: str, session_id: str) -> str | None:
+    """Delete the user's trip with its messages and turns, children first; returns its
+    Backboard thread id, or None when the user has no such trip. Run inside a transaction."""
+    row = conn.execute(
+        f'SELECT "threadId" FROM "Session" WHERE {_OWNED_TRIP} FOR UPDATE',
+        (session_id, clerk_id),
+    ).fetchone()
+    if row is None:
+        return None
+    conn.execute("DELETE FROM tripchat.message_turn WHERE session_id = %s", (session_id,))
+    conn.execute('DELETE FROM "Message" WHERE "sessionId" = %s', (session_id,))
+    conn.execute('DELETE FROM "Session" WHERE "id" = %s', (session_id,))
+    return str(row[0])
+
+
+@dataclass(frozen=True)
+class TripSlot:
+    user: User | None  # None: no User row for this Clerk id (yet); nothing was counted
+    accepted: bool
+    retry_after_seconds: int  # when refused: until the oldest of the last minute's trips ages out
+    # Set after a thread creation timed out: from then on, look for a thread no trip knows.
+    threads_check_at: datetime | None = None
+
+
+_TAKE_TRIP_SLOT: LiteralString = (
+    f'WITH u AS (SELECT {USER_COLUMNS} FROM "User" WHERE "clerkId" = %(clerk)s), '
+    "rate AS (" + take_slot("recent_trips", 'u."id"', "u") + ") "
+    "SELECT u.*, rate.accepted, rate.retry_after, "
+    # The value before this statement (a CTE's changes are not visible here): unchanged by it.
+    ' (SELECT threads_check_at FROM tripchat.rate_limit WHERE user_id = u."id") AS threads_check_at'
+    " FROM u, rate"
+)
+
+
+def take_trip_slot(conn: Connection, clerk_id: str, *, limit: int) -> TripSlot:
+    """One statement: the user's row, and one of their `limit` new trips in any 60 seconds."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(_TAKE_TRIP_SLOT, {"clerk": clerk_id, "limit": limit}).fetchone()
+    if row is None:
+        return TripSlot(None, False, 0)
+    return TripSlot(
+        User.model_validate(row),
+        bool(row["accepted"]),
+        max(1, int(row["retry_after"] or 1)),
+        row["threads_check_at"],
+    )
+
+
+def mark_threads_unsure(conn: Connection, user_id: str, *, after_seconds: float) -> None:
+    """A thread creation for this user timed out: look for a stray thread after this long."""
+    conn.execute(
+        "UPDATE tripchat.rate_limit SET threads_check_at = "
+        "GREATEST(threads_check_at, now() + make_interval(secs => %s)) WHERE user_id = %s",
+        (after_seconds, user_id),
+    )
+
+
+def known_threads(conn: Connection, user_id: str, thread_ids: list[str]) -> set[str]:
+    """Which of these Backboard threads belong to one of the user's trips."""
+    rows = conn.execute(
+        'SELECT "threadId" FROM "Session" WHERE "userId" = %s AND "threadId" = ANY(%s)',
+        (user_id, thread_ids),
+    ).fetchall()
+    return {str(thread_id) for (thread_id,) in rows}
+
+
+def clear_threads_check(conn: Connection, user_id: str, checked_at: datetime) -> None:
+    """Done looking, unless another timeout asked for a later look meanwhile."""
+    conn.execute(
+        "UPDATE tripchat.rate_limit SET threads_check_at = NULL "
+        "WHERE user_id = %s AND threads_check_at <= %s",
+        (user_id, checked_at),
+    )

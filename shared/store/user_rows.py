@@ -1,0 +1,129 @@
+"""Users and their Clerk state: rows, the per-user lock, account erasure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from psycopg.rows import class_row, dict_row
+
+from shared.models import User
+from shared.store.common import (
+    USER_COLUMNS,
+    one,
+)
+from shared.store.db import Connection
+
+
+def get_user_by_clerk_id(conn: Connection, clerk_id: str) -> User | None:
+    with conn.cursor(row_factory=class_row(User)) as cur:
+        cur.execute(f'SELECT {USER_COLUMNS} FROM "User" WHERE "clerkId" = %s', (clerk_id,))
+        return cur.fetchone()
+
+
+def insert_user(
+    conn: Connection, *, clerk_id: str, assistant_id: str, email: str, name: str | None
+) -> User:
+    with conn.cursor(row_factory=class_row(User)) as cur:
+        cur.execute(
+            'INSERT INTO "User" ("clerkId", "assistantId", "email", "name") '
+            f"VALUES (%s, %s, %s, %s) RETURNING {USER_COLUMNS}",
+            (clerk_id, assistant_id, email, name),
+        )
+        return one(cur.fetchone())
+
+
+def lock_clerk_id(conn: Connection, clerk_id: str, *, wait_ms: int) -> None:
+    """Serialize everything that creates, updates or erases one Clerk user, across containers,
+    until the transaction ends. Waiters give up after `wait_ms` (then the caller answers 503)."""
+    conn.execute(
+        "SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true)",
+        (f"{wait_ms}ms", f"{wait_ms}ms"),
+    )
+    conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"tripchat:user:{clerk_id}",)
+    )
+
+
+@dataclass(frozen=True)
+class ClerkState:
+    last_event_at: int  # Clerk's updated_at (ms) of the newest event applied; 0: none
+    deleted: bool  # erased by a user.deleted event: never recreated
+    assistant_wait_seconds: int  # > 0: an assistant creation timed out that recently
+
+
+def get_clerk_state(conn: Connection, clerk_id: str) -> ClerkState | None:
+    """What is known of the Clerk user beyond their row, or None when nothing is."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(
+            "SELECT last_event_at, deleted_at IS NOT NULL AS deleted, "
+            "greatest(0, ceil(extract(epoch FROM assistant_wait_until - now())))::int AS wait "
+            "FROM tripchat.clerk_user_state WHERE clerk_id = %s",
+            (clerk_id,),
+        ).fetchone()
+    if row is None:
+        return None
+    return ClerkState(int(row["last_event_at"]), bool(row["deleted"]), int(row["wait"] or 0))
+
+
+def wait_for_late_assistant(conn: Connection, clerk_id: str, *, seconds: float) -> None:
+    """An assistant creation timed out: request no other for `seconds` (a late one may land)."""
+    conn.execute(
+        "INSERT INTO tripchat.clerk_user_state (clerk_id, assistant_wait_until) "
+        "VALUES (%s, now() + make_interval(secs => %s)) ON CONFLICT (clerk_id) DO UPDATE "
+        "SET assistant_wait_until = EXCLUDED.assistant_wait_until",
+        (clerk_id, seconds),
+    )
+
+
+def record_clerk_event(conn: Connection, clerk_id: str, event_at: int) -> None:
+    conn.execute(
+        "INSERT INTO tripchat.clerk_user_state (clerk_id, last_event_at) VALUES (%s, %s) "
+        "ON CONFLICT (clerk_id) DO UPDATE SET last_event_at = "
+        "GREATEST(tripchat.clerk_user_state.last_event_at, EXCLUDED.last_event_at)",
+        (clerk_id, event_at),
+    )
+
+
+def mark_clerk_deleted(conn: Connection, clerk_id: str) -> None:
+    conn.execute(
+        "INSERT INTO tripchat.clerk_user_state (clerk_id, deleted_at) VALUES (%s, now()) "
+        "ON CONFLICT (clerk_id) DO UPDATE SET deleted_at = "
+        "COALESCE(tripchat.clerk_user_state.deleted_at, now())",
+        (clerk_id,),
+    )
+
+
+def set_assistant(conn: Connection, user_id: str, assistant_id: str) -> User:
+    with conn.cursor(row_factory=class_row(User)) as cur:
+        cur.execute(
+            f'UPDATE "User" SET "assistantId" = %s WHERE "id" = %s RETURNING {USER_COLUMNS}',
+            (assistant_id, user_id),
+        )
+        return one(cur.fetchone())
+
+
+def update_user_profile(conn: Connection, user_id: str, *, email: str, name: str | None) -> User:
+    with conn.cursor(row_factory=class_row(User)) as cur:
+        cur.execute(
+            f'UPDATE "User" SET "email" = %s, "name" = %s WHERE "id" = %s RETURNING {USER_COLUMNS}',
+            (email, name, user_id),
+        )
+        return one(cur.fetchone())
+
+
+def delete_user_rows(conn: Connection, user_id: str) -> list[str]:
+    """Delete everything the user owns, children first (the foreign keys never cascade), and
+    return the Backboard thread ids of their trips. Run inside a transaction."""
+    threads = conn.execute(
+        'SELECT "threadId" FROM "Session" WHERE "userId" = %s ORDER BY "createdAt"', (user_id,)
+    ).fetchall()
+    conn.execute("DELETE FROM tripchat.message_turn WHERE user_id = %s", (user_id,))
+    conn.execute("DELETE FROM tripchat.rate_limit WHERE user_id = %s", (user_id,))
+    conn.execute(
+        'DELETE FROM "Message" WHERE "sessionId" IN '
+        '(SELECT "id" FROM "Session" WHERE "userId" = %s)',
+        (user_id,),
+    )
+    conn.execute('DELETE FROM "Session" WHERE "userId" = %s', (user_id,))
+    conn.execute('DELETE FROM "User" WHERE "id" = %s', (user_id,))
+    return [str(thread_id) for (thread_id,) in threads]
