@@ -181,7 +181,7 @@ def _resume(
                 retry_after=start.retry_after_seconds,
             )
         # The key was taken by a concurrent request between our read and our insert.
-        raise Conflict("A request with this Idempotency-Key is in progress.", retry_after=2)
+        raise TurnInProgress(retry_after=2)
     if start.existing_session_id != trip_id or start.existing_sha256 != sha:
         raise IdempotencyKeyReused()
     if start.existing_assistant_message is not None:
@@ -190,16 +190,17 @@ def _resume(
     # the lease has ended (one request at a time per container), so its lease is void.
     holder_gone = (user_id, key) in _unsaved_replies
     if start.existing_lease_seconds_left > 0 and not holder_gone:
-        raise Conflict(
-            "A request with this Idempotency-Key is in progress.",
-            retry_after=start.existing_lease_seconds_left,
-        )
+        raise TurnInProgress(retry_after=start.existing_lease_seconds_left)
     if not message_rows.reclaim_turn(
         conn, user_id=user_id, idempotency_key=key, lease_seconds=lease, holder_gone=holder_gone
     ):
-        raise Conflict("A request with this Idempotency-Key is in progress.", retry_after=2)
+        raise TurnInProgress(retry_after=2)
     logger.info("resuming an unfinished turn", extra={"session_id": trip_id})
     return start.existing_user_message
+
+
+class TurnInProgress(Conflict):
+    default_message = "A request with this Idempotency-Key is in progress."
 
 
 class TripDeleted(Conflict):

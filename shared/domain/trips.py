@@ -19,7 +19,7 @@ from shared.errors import (
     RateLimited,
     UpstreamUnavailable,
 )
-from shared.gateways.backboard import delete_quietly, get_backboard
+from shared.gateways.backboard import delete_quietly, get_backboard, late_landing_seconds
 from shared.models import Session, User
 from shared.store import db, trip_rows
 from shared.store.common import Keyset
@@ -73,8 +73,7 @@ def create_trip(viewer: Viewer, title: str | None) -> Session:
     except UpstreamUnavailable:
         # Timed out (or 5xx): Backboard may still create the thread after we gave up.
         with contextlib.suppress(AppError), db.connection() as conn:
-            timeout = get_settings().backboard_timeout_seconds
-            trip_rows.mark_threads_unsure(conn, user.id, after_seconds=timeout * 2)
+            trip_rows.mark_threads_unsure(conn, user.id, after_seconds=late_landing_seconds())
         raise
     try:
         with db.connection() as conn:
@@ -107,7 +106,7 @@ def _delete_stray_threads(user: User, check_at: datetime) -> None:
     except AppError as exc:
         logger.warning("could not list threads to reclaim", extra={"error": exc.code})
         return
-    before = [tid for tid, created in threads if _utc(created) <= check_at]
+    before = [tid for tid, created in threads if created <= check_at]
     with db.connection() as conn:
         known = trip_rows.known_threads(conn, user.id, before) if before else set()
     for thread_id in before:
@@ -116,10 +115,6 @@ def _delete_stray_threads(user: User, check_at: datetime) -> None:
             delete_quietly("thread", thread_id)
     with db.connection() as conn:
         trip_rows.clear_threads_check(conn, user.id, check_at)
-
-
-def _utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
 def get_trip(viewer: Viewer, trip_id: str) -> Session:

@@ -27,7 +27,7 @@ from shared.errors import (
     ServiceInitializationError,
     UpstreamUnavailable,
 )
-from shared.gateways.backboard import delete_quietly, get_backboard
+from shared.gateways.backboard import delete_quietly, get_backboard, late_landing_seconds
 from shared.gateways.clerk import ClerkProfile
 from shared.models import User
 from shared.store import db, user_rows
@@ -271,11 +271,11 @@ def _initialization_failed(locked: _Locked, clerk_id: str, exc: AppError) -> Exc
         "assistant creation failed",
         extra={"clerk_id": clerk_id, "error": exc.code, "retryable": retryable},
     )
-    if not retryable:
+    if not isinstance(exc, UpstreamUnavailable):
         return ServiceInitializationError(retryable=False)
-    if not (isinstance(exc, UpstreamUnavailable) and exc.unanswered):
+    if not exc.unanswered:
         return ServiceInitializationError(retry_after=exc.retry_after or 5)
-    seconds = get_settings().backboard_timeout_seconds * 2
+    seconds = late_landing_seconds()
     user_rows.wait_for_late_assistant(locked.conn, clerk_id, seconds=seconds)
     return _CommitThenRaise(ServiceInitializationError(retry_after=math.ceil(seconds)))
 

@@ -31,6 +31,7 @@ from shared.errors import (
     UpstreamError,
     UpstreamUnavailable,
 )
+from shared.models import as_utc
 
 logger = Logger(child=True)
 T = TypeVar("T")
@@ -113,7 +114,7 @@ class BackboardGateway:
                 self._client.list_threads_for_assistant(assistant_id, skip=skip, limit=200),
                 assistant_id=assistant_id,
             )
-            found += [(str(t.thread_id), t.created_at) for t in page]
+            found += [(str(t.thread_id), as_utc(t.created_at)) for t in page]
             if len(page) < 200:
                 break
         return found
@@ -257,12 +258,14 @@ def _domain_error(
     if isinstance(exc, BackboardRateLimitError | BackboardServerError) or status is None:
         # 429, 5xx, or no answer at all (timeout, connection error): retrying can help, after
         # Backboard's Retry-After when it sent one (429 and 503 usually do).
-        wait = _retry_after(exc)
-        unanswered = status is None
-        if wait:
-            return UpstreamUnavailable(retry_after=wait, unanswered=unanswered)
-        return UpstreamUnavailable(unanswered=unanswered)
+        return UpstreamUnavailable(retry_after=_retry_after(exc) or 5, unanswered=status is None)
     return UpstreamError()
+
+
+def late_landing_seconds() -> float:
+    """How long after our call gave up (no answer) Backboard may still carry it out: creations
+    that timed out are looked for, or waited for, within this window."""
+    return get_settings().backboard_timeout_seconds * 2
 
 
 def _retry_after(exc: Exception) -> int | None:

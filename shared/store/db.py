@@ -174,12 +174,8 @@ def connection() -> Iterator[Connection]:
     if held is not None:
         yield held
         return
-    with _translated(), _checkout() as conn:
-        token = _held.set(conn)
-        try:
-            yield conn
-        finally:
-            _held.reset(token)
+    with _translated(), _hold() as conn:
+        yield conn
 
 
 def read(work: Callable[[Connection], T]) -> T:
@@ -201,14 +197,22 @@ class _ConnectionLost(psycopg.OperationalError):
 
 
 def _run(work: Callable[[Connection], T]) -> T:
-    with _checkout() as conn:
-        token = _held.set(conn)
+    with _hold() as conn:
         try:
             return work(conn)
         except psycopg.OperationalError as exc:
             if conn.broken:
                 raise _ConnectionLost(str(exc)) from exc
             raise
+
+
+@contextmanager
+def _hold() -> Iterator[Connection]:
+    """A connection checked out for one unit of work, which nested units then share."""
+    with _checkout() as conn:
+        token = _held.set(conn)
+        try:
+            yield conn
         finally:
             _held.reset(token)
 
