@@ -1,4 +1,4 @@
-"""Typed rows: pydantic models for the seed's User, Session and Message.
+"""Typed rows: pydantic models for the seed's User, Session (a trip) and Message.
 
 Fields are snake_case in Python and camelCase in the database (the Prisma-compatible column
 names); the alias generator maps one onto the other, so rows load straight into the models.
@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 
@@ -36,8 +36,8 @@ class User(Row):
     created_at: UtcDatetime
 
 
-class Session(Row):
-    """A trip: one Backboard thread under the user's assistant."""
+class Trip(Row):
+    """A trip (the "Session" table): one Backboard thread under the user's assistant."""
 
     id: str
     title: str | None
@@ -50,7 +50,7 @@ class Message(Row):
     id: str
     role: Role
     content: str
-    session_id: str
+    trip_id: str = Field(alias="sessionId")
     created_at: UtcDatetime
 
 
@@ -116,11 +116,9 @@ class TripOut(ApiModel):
     created_at: UtcDatetime
 
     @classmethod
-    def of(cls, session: Session) -> TripOut:
+    def of(cls, trip: Trip) -> TripOut:
         # The row was validated when it was read: no second validation per trip on a page.
-        return cls.model_construct(
-            id=session.id, title=session.title, created_at=session.created_at
-        )
+        return cls.model_construct(id=trip.id, title=trip.title, created_at=trip.created_at)
 
 
 class TripPage(ApiModel):

@@ -190,29 +190,28 @@ def _b1_b2_mode(
 
     config.reset_caches()
     db.close_pool()
-    counter = iter(range(10**9))
     old = psycopg.connect(
         url, autocommit=True, options="-c statement_timeout=10000 -c TimeZone=UTC"
     )
 
     def send_direct() -> None:
-        key = f"direct-{next(counter)}"
+        key = f"direct-{uuid.uuid4()}"  # unique across the modes that share the database
         with db.connection() as conn:
             start = message_rows.begin_turn(
                 conn,
                 clerk_id=clerk_id,
-                session_id=trip,
+                trip_id=trip,
                 idempotency_key=key,
                 content="hello",
                 request_sha256="0" * 64,
                 rate_limit=10**6,
                 lease_seconds=30,
             )
-        assert start.user_id is not None
+        assert isinstance(start, message_rows.Started), start
         reply = get_backboard().add_message(start.thread_id, "hello")
         with db.connection() as conn:
             message_rows.finish_turn(
-                conn, user_id=start.user_id, idempotency_key=key, session_id=trip, reply=reply
+                conn, user_id=start.user_id, idempotency_key=key, trip_id=trip, reply=reply
             )
 
     def before(handler: Callable[[], object]) -> Callable[[], object]:

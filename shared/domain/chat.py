@@ -86,30 +86,35 @@ def send_message(viewer: Viewer, trip_id: str, content: str, idempotency_key: st
         start = message_rows.begin_turn(
             conn,
             clerk_id=viewer.clerk_id,
-            session_id=trip_id,
+            trip_id=trip_id,
             idempotency_key=key,
             content=content,
             request_sha256=sha,
             rate_limit=settings.message_rate_limit_per_minute,
             lease_seconds=lease,
         )
-        if start.user_id is None or not start.session_found:
-            not_found(viewer)
-        user_id = start.user_id
-        if start.new_user_message is not None:
-            user_message = start.new_user_message
-        else:
-            resumed = _resume(
-                conn, start, user_id=user_id, trip_id=trip_id, key=key, sha=sha, lease=lease
-            )
-            if isinstance(resumed, Turn):
-                return resumed
-            user_message = resumed
+        match start:
+            case message_rows.NoTrip():
+                not_found(viewer)
+            case message_rows.Refused(rate_limited=True, retry_after_seconds=retry_after):
+                raise RateLimited(
+                    f"At most {settings.message_rate_limit_per_minute} messages in any 60 seconds.",
+                    retry_after=retry_after,
+                )
+            case message_rows.Refused():
+                # The key was taken by a concurrent request between our read and our insert.
+                raise TurnInProgress(retry_after=2)
+            case message_rows.Started(user_id=user_id, thread_id=thread_id):
+                user_message = start.user_message
+            case message_rows.Earlier(user_id=user_id, thread_id=thread_id):
+                if start.assistant_message is not None and _same_request(start, trip_id, sha):
+                    return Turn(start.user_message, start.assistant_message, replayed=True)
+                user_message = _resume(conn, start, trip_id=trip_id, key=key, sha=sha, lease=lease)
     # No connection is held while the assistant answers.
     reply = _unsaved_replies.pop((user_id, key), None)
     if reply is None:
         try:
-            reply = _ask(viewer, trip_id, start.thread_id, content)
+            reply = _ask(viewer, trip_id, thread_id, content)
         except AppError as exc:
             with db.connection() as conn:
                 if not message_rows.release_turn(conn, user_id=user_id, idempotency_key=key):
@@ -118,7 +123,7 @@ def send_message(viewer: Viewer, trip_id: str, content: str, idempotency_key: st
     try:
         with db.connection() as conn:
             assistant_message = message_rows.finish_turn(
-                conn, user_id=user_id, idempotency_key=key, session_id=trip_id, reply=reply
+                conn, user_id=user_id, idempotency_key=key, trip_id=trip_id, reply=reply
             )
     except DatabaseUnavailable:
         # Backboard answered but the reply could not be stored: keep it for a retry with the
@@ -138,7 +143,7 @@ def _ask(viewer: Viewer, trip_id: str, thread_id: str, content: str) -> str:
     try:
         return backboard.add_message(thread_id, content)
     except BackboardObjectMissing:
-        logger.warning("the trip's thread is gone at Backboard", extra={"session_id": trip_id})
+        logger.warning("the trip's thread is gone at Backboard", extra={"trip_id": trip_id})
     _, new_id = trips.new_thread(viewer, viewer.user())
     with db.connection() as conn:
         current = trip_rows.replace_thread(conn, trip_id, thread_id, new_id)
@@ -161,42 +166,38 @@ def _remember_unsaved(user_id: str, key: str, reply: str) -> None:
         _unsaved_replies.popitem(last=False)
 
 
+def _same_request(earlier: message_rows.Earlier, trip_id: str, sha: str) -> bool:
+    return earlier.trip_id == trip_id and earlier.request_sha256 == sha
+
+
 def _resume(
     conn: db.Connection,
-    start: message_rows.TurnStart,
+    earlier: message_rows.Earlier,
     *,
-    user_id: str,
     trip_id: str,
     key: str,
     sha: str,
     lease: float,
-) -> Message | Turn:
-    """The request was not started as a new turn: replay a finished turn, resume a failed one,
-    or explain why not (rate limit, a concurrent request, a reused key)."""
-    if start.existing_user_message is None:
-        if start.rate_limited:
-            raise RateLimited(
-                f"At most {get_settings().message_rate_limit_per_minute} messages in any "
-                "60 seconds.",
-                retry_after=start.retry_after_seconds,
-            )
-        # The key was taken by a concurrent request between our read and our insert.
-        raise TurnInProgress(retry_after=2)
-    if start.existing_session_id != trip_id or start.existing_sha256 != sha:
+) -> Message:
+    """Resume an earlier request's unfinished turn with this key, or explain why not (a reused
+    key, a concurrent request); returns the stored user message."""
+    if not _same_request(earlier, trip_id, sha):
         raise IdempotencyKeyReused()
-    if start.existing_assistant_message is not None:
-        return Turn(start.existing_user_message, start.existing_assistant_message, replayed=True)
     # This container answered the turn but could not store the reply: the request that held
     # the lease has ended (one request at a time per container), so its lease is void.
-    holder_gone = (user_id, key) in _unsaved_replies
-    if start.existing_lease_seconds_left > 0 and not holder_gone:
-        raise TurnInProgress(retry_after=start.existing_lease_seconds_left)
+    holder_gone = (earlier.user_id, key) in _unsaved_replies
+    if earlier.lease_seconds_left > 0 and not holder_gone:
+        raise TurnInProgress(retry_after=earlier.lease_seconds_left)
     if not message_rows.reclaim_turn(
-        conn, user_id=user_id, idempotency_key=key, lease_seconds=lease, holder_gone=holder_gone
+        conn,
+        user_id=earlier.user_id,
+        idempotency_key=key,
+        lease_seconds=lease,
+        holder_gone=holder_gone,
     ):
         raise TurnInProgress(retry_after=2)
-    logger.info("resuming an unfinished turn", extra={"session_id": trip_id})
-    return start.existing_user_message
+    logger.info("resuming an unfinished turn", extra={"trip_id": trip_id})
+    return earlier.user_message
 
 
 class TurnInProgress(Conflict):

@@ -20,7 +20,7 @@ from shared.errors import (
     UpstreamUnavailable,
 )
 from shared.gateways.backboard import delete_quietly, get_backboard, late_landing_seconds
-from shared.models import Session, User
+from shared.models import Trip, User
 from shared.store import db, trip_rows
 from shared.store.common import Keyset
 
@@ -34,7 +34,7 @@ class TripNotFound(NotFound):
 
 @dataclass(frozen=True)
 class TripWindow:
-    trips: list[Session]  # newest first
+    trips: list[Trip]  # newest first
     more: bool  # older trips follow the last one
 
 
@@ -49,7 +49,7 @@ def list_trips(viewer: Viewer, *, limit: int, after: Keyset | None) -> TripWindo
     return TripWindow(found.trips[:limit], len(found.trips) > limit)
 
 
-def create_trip(viewer: Viewer, title: str | None) -> Session:
+def create_trip(viewer: Viewer, title: str | None) -> Trip:
     """A Backboard thread first, then the row; no row when Backboard fails (502/503), and the
     thread is deleted again when the row cannot be written. At most TRIP_RATE_LIMIT_PER_MINUTE
     new trips in any 60 seconds (429), counted before Backboard is asked for anything."""
@@ -77,14 +77,12 @@ def create_trip(viewer: Viewer, title: str | None) -> Session:
         raise
     try:
         with db.connection() as conn:
-            session = trip_rows.insert_session(
-                conn, user_id=user.id, thread_id=thread_id, title=title
-            )
+            trip = trip_rows.insert_trip(conn, user_id=user.id, thread_id=thread_id, title=title)
     except BaseException:
         delete_quietly("thread", thread_id)
         raise
-    logger.info("trip created", extra={"session_id": session.id})
-    return session
+    logger.info("trip created", extra={"trip_id": trip.id})
+    return trip
 
 
 def new_thread(viewer: Viewer, user: User) -> tuple[User, str]:
@@ -117,12 +115,12 @@ def _delete_stray_threads(user: User, check_at: datetime) -> None:
         trip_rows.clear_threads_check(conn, user.id, check_at)
 
 
-def get_trip(viewer: Viewer, trip_id: str) -> Session:
+def get_trip(viewer: Viewer, trip_id: str) -> Trip:
     session = db.read(lambda conn: trip_rows.get_trip_of(conn, viewer.clerk_id, trip_id))
     return session or not_found(viewer)
 
 
-def rename_trip(viewer: Viewer, trip_id: str, title: str) -> Session:
+def rename_trip(viewer: Viewer, trip_id: str, title: str) -> Trip:
     with db.connection() as conn:
         session = trip_rows.rename_trip_of(conn, viewer.clerk_id, trip_id, title)
     return session or not_found(viewer)
@@ -135,7 +133,7 @@ def delete_trip(viewer: Viewer, trip_id: str) -> None:
     if thread_id is None:
         not_found(viewer)
     delete_quietly("thread", thread_id)
-    logger.info("trip deleted", extra={"session_id": trip_id})
+    logger.info("trip deleted", extra={"trip_id": trip_id})
 
 
 def not_found(viewer: Viewer) -> NoReturn:

@@ -9,15 +9,20 @@ ten-thousandth."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import LiteralString, TypeVar
+from typing import Any, LiteralString, TypeVar
+
+from psycopg.rows import class_row, dict_row
+
+from shared.store.db import Connection
 
 # A position in a ("createdAt", "id") order.
 Keyset = tuple[datetime, str]
 
 
 USER_COLUMNS = '"id", "clerkId", "assistantId", "email", "name", "createdAt"'
-SESSION_COLUMNS = '"id", "title", "userId", "threadId", "createdAt"'
+TRIP_COLUMNS = '"id", "title", "userId", "threadId", "createdAt"'
 MESSAGE_COLUMNS = '"id", "role", "content", "sessionId", "createdAt"'
 
 
@@ -39,13 +44,41 @@ def page_clause(
     return "DESC", "", ()
 
 
-T = TypeVar("T")
+R = TypeVar("R")
+Params = Sequence[object] | Mapping[str, object]
+Record = dict[str, Any]  # a row by column name
 
 
-def one(row: T | None) -> T:
-    if row is None:  # RETURNING always yields the row; None means a bug, not bad input.
-        raise RuntimeError("INSERT ... RETURNING returned no row")
-    return row
+def fetch_one(
+    conn: Connection, row: type[R], query: LiteralString, params: Params = ()
+) -> R | None:
+    """The statement's first row as `row` (a model, or a dataclass), or None."""
+    with conn.cursor(row_factory=class_row(row)) as cur:
+        return cur.execute(query, params).fetchone()
+
+
+def fetch_all(conn: Connection, row: type[R], query: LiteralString, params: Params = ()) -> list[R]:
+    with conn.cursor(row_factory=class_row(row)) as cur:
+        return cur.execute(query, params).fetchall()
+
+
+def returning(conn: Connection, row: type[R], query: LiteralString, params: Params = ()) -> R:
+    """The row of an INSERT/UPDATE ... RETURNING that always yields one."""
+    found = fetch_one(conn, row, query, params)
+    if found is None:  # a bug, not bad input
+        raise RuntimeError("a statement that always returns a row returned none")
+    return found
+
+
+def fetch_record(conn: Connection, query: LiteralString, params: Params = ()) -> Record | None:
+    """The first row by column name, for results that are not one model."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(query, params).fetchone()
+
+
+def fetch_records(conn: Connection, query: LiteralString, params: Params = ()) -> list[Record]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(query, params).fetchall()
 
 
 def take_slot(column: LiteralString, user: LiteralString, source: LiteralString) -> LiteralString:

@@ -2,30 +2,30 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import LiteralString
-
-from psycopg.rows import class_row, dict_row
 
 from shared.models import Message, Role
 from shared.store.common import (
     MESSAGE_COLUMNS,
     Keyset,
-    one,
+    fetch_record,
+    fetch_records,
     page_clause,
+    returning,
     take_slot,
 )
 from shared.store.db import Connection
 
 
-def insert_message(conn: Connection, *, session_id: str, role: Role, content: str) -> Message:
-    with conn.cursor(row_factory=class_row(Message)) as cur:
-        cur.execute(
-            'INSERT INTO "Message" ("sessionId", "role", "content") '
-            f"VALUES (%s, %s, %s) RETURNING {MESSAGE_COLUMNS}",
-            (session_id, role, content),
-        )
-        return one(cur.fetchone())
+def insert_message(conn: Connection, *, trip_id: str, role: Role, content: str) -> Message:
+    return returning(
+        conn,
+        Message,
+        'INSERT INTO "Message" ("sessionId", "role", "content") '
+        f"VALUES (%s, %s, %s) RETURNING {MESSAGE_COLUMNS}",
+        (trip_id, role, content),
+    )
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class TripMessages:
 def list_trip_messages(
     conn: Connection,
     clerk_id: str,
-    session_id: str,
+    trip_id: str,
     *,
     limit: int,
     before: Keyset | None = None,
@@ -48,16 +48,16 @@ def list_trip_messages(
     against the owner in the same statement: with `after`, the first `limit` messages after
     it; otherwise the last `limit` (before `before`, when given), the page a chat opens on."""
     order, condition, keys = page_clause(before, after)
-    with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(
-            'SELECT u."id" AS "ownerId", s."id" AS "tripId", m.* FROM "User" u '
-            'LEFT JOIN "Session" s ON s."id" = %s AND s."userId" = u."id" '
-            "LEFT JOIN LATERAL ("
-            f' SELECT {MESSAGE_COLUMNS} FROM "Message" WHERE "sessionId" = s."id" {condition}'
-            f' ORDER BY "createdAt" {order}, "id" {order} LIMIT %s'
-            ') m ON true WHERE u."clerkId" = %s',
-            (session_id, *keys, limit, clerk_id),
-        ).fetchall()
+    rows = fetch_records(
+        conn,
+        'SELECT u."id" AS "ownerId", s."id" AS "tripId", m.* FROM "User" u '
+        'LEFT JOIN "Session" s ON s."id" = %s AND s."userId" = u."id" '
+        "LEFT JOIN LATERAL ("
+        f' SELECT {MESSAGE_COLUMNS} FROM "Message" WHERE "sessionId" = s."id" {condition}'
+        f' ORDER BY "createdAt" {order}, "id" {order} LIMIT %s'
+        ') m ON true WHERE u."clerkId" = %s',
+        (trip_id, *keys, limit, clerk_id),
+    )
     if not rows:
         return TripMessages(None, False, [])
     messages = [Message.model_validate(row) for row in rows if row["id"] is not None]
@@ -69,22 +69,45 @@ def list_trip_messages(
 
 
 @dataclass(frozen=True)
-class TurnStart:
-    """What beginning a turn found or did; exactly one of the outcomes applies."""
+class NoTrip:
+    """No such trip for this user (or no User row for the Clerk id yet: `user_id` None)."""
 
-    user_id: str | None  # None: no User row for this Clerk id (yet)
-    session_found: bool
-    thread_id: str = ""
-    rate_limited: bool = False  # the user sent their limit in the last 60 seconds
-    retry_after_seconds: int = 0
-    new_user_message: Message | None = None
-    # An earlier request with the same key (possibly for another trip):
-    existing_session_id: str | None = None
-    existing_sha256: str | None = None
-    existing_user_message: Message | None = None
-    existing_assistant_message: Message | None = None
-    existing_lease_seconds_left: int = 0  # > 0 while another request holds the turn
+    user_id: str | None
 
+
+@dataclass(frozen=True)
+class Started:
+    """A new turn: the user's message is stored; ask the assistant on `thread_id`."""
+
+    user_id: str
+    thread_id: str
+    user_message: Message
+
+
+@dataclass(frozen=True)
+class Refused:
+    """No turn: the user sent their limit in the last 60 seconds (`rate_limited`), or a
+    concurrent request took the key between this statement's read and its insert."""
+
+    user_id: str
+    rate_limited: bool
+    retry_after_seconds: int
+
+
+@dataclass(frozen=True)
+class Earlier:
+    """An earlier request used the key (possibly for another trip or other content)."""
+
+    user_id: str
+    thread_id: str
+    trip_id: str
+    request_sha256: str
+    user_message: Message
+    assistant_message: Message | None  # None: the reply is not stored (yet)
+    lease_seconds_left: int  # > 0 while another request holds the turn
+
+
+TurnStart = NoTrip | Started | Refused | Earlier
 
 _BEGIN_TURN: LiteralString = (
     """
@@ -94,7 +117,7 @@ WITH u AS (
     SELECT s."id", s."threadId", s."userId" FROM "Session" s JOIN u ON u."id" = s."userId"
     WHERE s."id" = %(session)s
 ), existing AS (
-    SELECT t.request_sha256, t.session_id,
+    SELECT t.request_sha256, t.session_id AS earlier_trip_id,
            ceil(extract(epoch FROM t.lease_until - now()))::int AS lease_left,
            um."id" AS u_id, um."content" AS u_content, um."createdAt" AS u_at,
            am."id" AS a_id, am."content" AS a_content, am."createdAt" AS a_at
@@ -135,7 +158,7 @@ def begin_turn(
     conn: Connection,
     *,
     clerk_id: str,
-    session_id: str,
+    trip_id: str,
     idempotency_key: str,
     content: str,
     request_sha256: str,
@@ -145,67 +168,61 @@ def begin_turn(
     """One statement: find the user and check the trip is theirs, find an earlier turn with
     this key, count the request against the rate limit, and store the user's message with
     its turn."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(
-            _BEGIN_TURN,
-            {
-                "session": session_id,
-                "clerk": clerk_id,
-                "key": idempotency_key,
-                "sha": request_sha256,
-                "content": content,
-                "limit": rate_limit,
-                "lease": lease_seconds,
-            },
-        ).fetchone()
-    user_id = None if row is None or row["user_id"] is None else str(row["user_id"])
-    if row is None or row["thread_id"] is None:
-        return TurnStart(user_id=user_id, session_found=False)
-    start = TurnStart(
-        user_id=user_id,
-        session_found=True,
-        thread_id=str(row["thread_id"]),
-        rate_limited=bool(row["rate_limited"]),
-        retry_after_seconds=max(1, int(row["rate_retry_after"] or 1)),
+    row = fetch_record(
+        conn,
+        _BEGIN_TURN,
+        {
+            "session": trip_id,
+            "clerk": clerk_id,
+            "key": idempotency_key,
+            "sha": request_sha256,
+            "content": content,
+            "limit": rate_limit,
+            "lease": lease_seconds,
+        },
     )
+    if row is None or row["user_id"] is None or row["thread_id"] is None:
+        return NoTrip(None if row is None or row["user_id"] is None else str(row["user_id"]))
+    user_id, thread_id = str(row["user_id"]), str(row["thread_id"])
     if row["new_id"] is not None:
         new = Message(
             id=row["new_id"],
             role="user",
             content=content,
-            session_id=session_id,
+            trip_id=trip_id,
             created_at=row["new_at"],
         )
-        return replace(start, new_user_message=new)
-    if row["request_sha256"] is not None:
-        trip = str(row["session_id"])
-        existing_user = Message(
+        return Started(user_id, thread_id, new)
+    if row["request_sha256"] is None:
+        retry_after = max(1, int(row["rate_retry_after"] or 1))
+        return Refused(user_id, bool(row["rate_limited"]), retry_after)
+    earlier = str(row["earlier_trip_id"])
+    reply = (
+        Message(
+            id=row["a_id"],
+            role="assistant",
+            content=row["a_content"],
+            trip_id=earlier,
+            created_at=row["a_at"],
+        )
+        if row["a_id"] is not None
+        else None
+    )
+    return Earlier(
+        user_id,
+        thread_id,
+        earlier,
+        str(row["request_sha256"]),
+        Message(
             id=row["u_id"],
             role="user",
             content=row["u_content"],
-            session_id=trip,
+            trip_id=earlier,
             created_at=row["u_at"],
-        )
-        existing_reply = (
-            Message(
-                id=row["a_id"],
-                role="assistant",
-                content=row["a_content"],
-                session_id=trip,
-                created_at=row["a_at"],
-            )
-            if row["a_id"] is not None
-            else None
-        )
-        return replace(
-            start,
-            existing_session_id=trip,
-            existing_sha256=str(row["request_sha256"]),
-            existing_lease_seconds_left=max(0, int(row["lease_left"] or 0)),
-            existing_user_message=existing_user,
-            existing_assistant_message=existing_reply,
-        )
-    return start
+        ),
+        reply,
+        max(0, int(row["lease_left"] or 0)),
+    )
 
 
 def reclaim_turn(
@@ -219,40 +236,42 @@ def reclaim_turn(
     """Take over a turn whose reply is missing and whose lease ran out (its request failed
     or died), or is still running but `holder_gone` (the caller knows its holder gave up);
     False when another request holds it."""
-    row = conn.execute(
+    row = fetch_record(
+        conn,
         "UPDATE tripchat.message_turn SET lease_until = now() + make_interval(secs => %s) "
         "WHERE user_id = %s AND idempotency_key = %s AND assistant_message_id IS NULL "
         "AND (lease_until IS NULL OR lease_until <= now() OR %s) RETURNING 1",
         (lease_seconds, user_id, idempotency_key, holder_gone),
-    ).fetchone()
+    )
     return row is not None
 
 
 def release_turn(conn: Connection, *, user_id: str, idempotency_key: str) -> bool:
     """Give up the lease after a failed Backboard call, so a retry may proceed at once;
     False when the turn is gone (its trip was deleted meanwhile)."""
-    row = conn.execute(
+    row = fetch_record(
+        conn,
         "UPDATE tripchat.message_turn SET lease_until = NULL "
         "WHERE user_id = %s AND idempotency_key = %s AND assistant_message_id IS NULL "
         "RETURNING 1",
         (user_id, idempotency_key),
-    ).fetchone()
+    )
     return row is not None
 
 
 def finish_turn(
-    conn: Connection, *, user_id: str, idempotency_key: str, session_id: str, reply: str
+    conn: Connection, *, user_id: str, idempotency_key: str, trip_id: str, reply: str
 ) -> Message:
     """Store the assistant's reply and close the turn, in one statement."""
-    with conn.cursor(row_factory=class_row(Message)) as cur:
-        cur.execute(
-            "WITH msg AS ("
-            ' INSERT INTO "Message" ("sessionId", "role", "content") '
-            f" VALUES (%s, 'assistant', %s) RETURNING {MESSAGE_COLUMNS}"
-            "), done AS ("
-            " UPDATE tripchat.message_turn SET assistant_message_id = (SELECT id FROM msg), "
-            " lease_until = NULL WHERE user_id = %s AND idempotency_key = %s"
-            f") SELECT {MESSAGE_COLUMNS} FROM msg",
-            (session_id, reply, user_id, idempotency_key),
-        )
-        return one(cur.fetchone())
+    return returning(
+        conn,
+        Message,
+        "WITH msg AS ("
+        ' INSERT INTO "Message" ("sessionId", "role", "content") '
+        f" VALUES (%s, 'assistant', %s) RETURNING {MESSAGE_COLUMNS}"
+        "), done AS ("
+        " UPDATE tripchat.message_turn SET assistant_message_id = (SELECT id FROM msg), "
+        " lease_until = NULL WHERE user_id = %s AND idempotency_key = %s"
+        f") SELECT {MESSAGE_COLUMNS} FROM msg",
+        (trip_id, reply, user_id, idempotency_key),
+    )

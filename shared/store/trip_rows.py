@@ -6,44 +6,46 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import LiteralString
 
-from psycopg.rows import class_row, dict_row
-
-from shared.models import Session, User
+from shared.models import Trip, User
 from shared.store.common import (
-    SESSION_COLUMNS,
+    TRIP_COLUMNS,
     USER_COLUMNS,
     Keyset,
     db_timestamp,
-    one,
+    fetch_one,
+    fetch_record,
+    fetch_records,
+    returning,
     take_slot,
 )
 from shared.store.db import Connection
 
 
-def insert_session(
+def insert_trip(
     conn: Connection, *, user_id: str, thread_id: str, title: str | None = None
-) -> Session:
+) -> Trip:
     # Without a title the column default ('New Trip') applies, as with Prisma.
-    with conn.cursor(row_factory=class_row(Session)) as cur:
-        if title is None:
-            cur.execute(
-                'INSERT INTO "Session" ("userId", "threadId") '
-                f"VALUES (%s, %s) RETURNING {SESSION_COLUMNS}",
-                (user_id, thread_id),
-            )
-        else:
-            cur.execute(
-                'INSERT INTO "Session" ("userId", "threadId", "title") '
-                f"VALUES (%s, %s, %s) RETURNING {SESSION_COLUMNS}",
-                (user_id, thread_id, title),
-            )
-        return one(cur.fetchone())
+    if title is None:
+        return returning(
+            conn,
+            Trip,
+            'INSERT INTO "Session" ("userId", "threadId") '
+            f"VALUES (%s, %s) RETURNING {TRIP_COLUMNS}",
+            (user_id, thread_id),
+        )
+    return returning(
+        conn,
+        Trip,
+        'INSERT INTO "Session" ("userId", "threadId", "title") '
+        f"VALUES (%s, %s, %s) RETURNING {TRIP_COLUMNS}",
+        (user_id, thread_id, title),
+    )
 
 
 @dataclass(frozen=True)
 class TripList:
     owner_id: str | None  # None: no User row for this Clerk id (yet)
-    trips: list[Session]
+    trips: list[Trip]
 
 
 def list_trips_of(
@@ -54,17 +56,17 @@ def list_trips_of(
     row of NULL trip columns)."""
     condition: LiteralString = 'AND ("createdAt", "id") < (%s, %s) ' if after else ""
     keys = (db_timestamp(after[0]), after[1]) if after else ()
-    with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(
-            'SELECT u."id" AS "ownerId", s.* FROM "User" u LEFT JOIN LATERAL ('
-            f' SELECT {SESSION_COLUMNS} FROM "Session" WHERE "userId" = u."id" {condition}'
-            ' ORDER BY "createdAt" DESC, "id" DESC LIMIT %s'
-            ') s ON true WHERE u."clerkId" = %s',
-            (*keys, limit, clerk_id),
-        ).fetchall()
+    rows = fetch_records(
+        conn,
+        'SELECT u."id" AS "ownerId", s.* FROM "User" u LEFT JOIN LATERAL ('
+        f' SELECT {TRIP_COLUMNS} FROM "Session" WHERE "userId" = u."id" {condition}'
+        ' ORDER BY "createdAt" DESC, "id" DESC LIMIT %s'
+        ') s ON true WHERE u."clerkId" = %s',
+        (*keys, limit, clerk_id),
+    )
     if not rows:
         return TripList(None, [])
-    trips = [Session.model_validate(row) for row in rows if row["id"] is not None]
+    trips = [Trip.model_validate(row) for row in rows if row["id"] is not None]
     return TripList(str(rows[0]["ownerId"]), trips)
 
 
@@ -73,53 +75,48 @@ _OWNED_TRIP: LiteralString = (
 )
 
 
-def get_trip_of(conn: Connection, clerk_id: str, session_id: str) -> Session | None:
+def get_trip_of(conn: Connection, clerk_id: str, trip_id: str) -> Trip | None:
     """The trip, only if it belongs to the user: someone else's trip reads as missing."""
-    with conn.cursor(row_factory=class_row(Session)) as cur:
-        cur.execute(
-            f'SELECT {SESSION_COLUMNS} FROM "Session" WHERE {_OWNED_TRIP}',
-            (session_id, clerk_id),
-        )
-        return cur.fetchone()
+    return fetch_one(
+        conn, Trip, f'SELECT {TRIP_COLUMNS} FROM "Session" WHERE {_OWNED_TRIP}', (trip_id, clerk_id)
+    )
 
 
-def replace_thread(conn: Connection, session_id: str, old: str, new: str) -> str:
+def replace_thread(conn: Connection, trip_id: str, old: str, new: str) -> str:
     """Point the trip at a new Backboard thread, unless another request did first; returns
     the thread the trip now has (None-safe: a deleted trip keeps nothing)."""
-    row = conn.execute(
+    row = fetch_record(
+        conn,
         'UPDATE "Session" SET "threadId" = %s WHERE "id" = %s AND "threadId" = %s '
         'RETURNING "threadId"',
-        (new, session_id, old),
-    ).fetchone()
-    if row is not None:
-        return str(row[0])
-    current = conn.execute('SELECT "threadId" FROM "Session" WHERE "id" = %s', (session_id,))
-    found = current.fetchone()
-    return str(found[0]) if found else ""
+        (new, trip_id, old),
+    ) or fetch_record(conn, 'SELECT "threadId" FROM "Session" WHERE "id" = %s', (trip_id,))
+    return str(row["threadId"]) if row else ""
 
 
-def rename_trip_of(conn: Connection, clerk_id: str, session_id: str, title: str) -> Session | None:
-    with conn.cursor(row_factory=class_row(Session)) as cur:
-        cur.execute(
-            f'UPDATE "Session" SET "title" = %s WHERE {_OWNED_TRIP} RETURNING {SESSION_COLUMNS}',
-            (title, session_id, clerk_id),
-        )
-        return cur.fetchone()
+def rename_trip_of(conn: Connection, clerk_id: str, trip_id: str, title: str) -> Trip | None:
+    return fetch_one(
+        conn,
+        Trip,
+        f'UPDATE "Session" SET "title" = %s WHERE {_OWNED_TRIP} RETURNING {TRIP_COLUMNS}',
+        (title, trip_id, clerk_id),
+    )
 
 
-def delete_trip_rows_of(conn: Connection, clerk_id: str, session_id: str) -> str | None:
+def delete_trip_rows_of(conn: Connection, clerk_id: str, trip_id: str) -> str | None:
     """Delete the user's trip with its messages and turns, children first; returns its
     Backboard thread id, or None when the user has no such trip. Run inside a transaction."""
-    row = conn.execute(
+    row = fetch_record(
+        conn,
         f'SELECT "threadId" FROM "Session" WHERE {_OWNED_TRIP} FOR UPDATE',
-        (session_id, clerk_id),
-    ).fetchone()
+        (trip_id, clerk_id),
+    )
     if row is None:
         return None
-    conn.execute("DELETE FROM tripchat.message_turn WHERE session_id = %s", (session_id,))
-    conn.execute('DELETE FROM "Message" WHERE "sessionId" = %s', (session_id,))
-    conn.execute('DELETE FROM "Session" WHERE "id" = %s', (session_id,))
-    return str(row[0])
+    conn.execute("DELETE FROM tripchat.message_turn WHERE session_id = %s", (trip_id,))
+    conn.execute('DELETE FROM "Message" WHERE "sessionId" = %s', (trip_id,))
+    conn.execute('DELETE FROM "Session" WHERE "id" = %s', (trip_id,))
+    return str(row["threadId"])
 
 
 @dataclass(frozen=True)
@@ -143,8 +140,7 @@ _TAKE_TRIP_SLOT: LiteralString = (
 
 def take_trip_slot(conn: Connection, clerk_id: str, *, limit: int) -> TripSlot:
     """One statement: the user's row, and one of their `limit` new trips in any 60 seconds."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(_TAKE_TRIP_SLOT, {"clerk": clerk_id, "limit": limit}).fetchone()
+    row = fetch_record(conn, _TAKE_TRIP_SLOT, {"clerk": clerk_id, "limit": limit})
     if row is None:
         return TripSlot(None, False, 0)
     return TripSlot(
@@ -166,11 +162,12 @@ def mark_threads_unsure(conn: Connection, user_id: str, *, after_seconds: float)
 
 def known_threads(conn: Connection, user_id: str, thread_ids: list[str]) -> set[str]:
     """Which of these Backboard threads belong to one of the user's trips."""
-    rows = conn.execute(
+    rows = fetch_records(
+        conn,
         'SELECT "threadId" FROM "Session" WHERE "userId" = %s AND "threadId" = ANY(%s)',
         (user_id, thread_ids),
-    ).fetchall()
-    return {str(thread_id) for (thread_id,) in rows}
+    )
+    return {str(row["threadId"]) for row in rows}
 
 
 def clear_threads_check(conn: Connection, user_id: str, checked_at: datetime) -> None:

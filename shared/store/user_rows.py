@@ -4,32 +4,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from psycopg.rows import class_row, dict_row
-
 from shared.models import User
-from shared.store.common import (
-    USER_COLUMNS,
-    one,
-)
+from shared.store.common import USER_COLUMNS, fetch_one, fetch_record, fetch_records, returning
 from shared.store.db import Connection
 
 
 def get_user_by_clerk_id(conn: Connection, clerk_id: str) -> User | None:
-    with conn.cursor(row_factory=class_row(User)) as cur:
-        cur.execute(f'SELECT {USER_COLUMNS} FROM "User" WHERE "clerkId" = %s', (clerk_id,))
-        return cur.fetchone()
+    return fetch_one(
+        conn, User, f'SELECT {USER_COLUMNS} FROM "User" WHERE "clerkId" = %s', (clerk_id,)
+    )
 
 
 def insert_user(
     conn: Connection, *, clerk_id: str, assistant_id: str, email: str, name: str | None
 ) -> User:
-    with conn.cursor(row_factory=class_row(User)) as cur:
-        cur.execute(
-            'INSERT INTO "User" ("clerkId", "assistantId", "email", "name") '
-            f"VALUES (%s, %s, %s, %s) RETURNING {USER_COLUMNS}",
-            (clerk_id, assistant_id, email, name),
-        )
-        return one(cur.fetchone())
+    return returning(
+        conn,
+        User,
+        'INSERT INTO "User" ("clerkId", "assistantId", "email", "name") '
+        f"VALUES (%s, %s, %s, %s) RETURNING {USER_COLUMNS}",
+        (clerk_id, assistant_id, email, name),
+    )
 
 
 def lock_clerk_id(conn: Connection, clerk_id: str, *, wait_ms: int) -> None:
@@ -53,13 +48,13 @@ class ClerkState:
 
 def get_clerk_state(conn: Connection, clerk_id: str) -> ClerkState | None:
     """What is known of the Clerk user beyond their row, or None when nothing is."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(
-            "SELECT last_event_at, deleted_at IS NOT NULL AS deleted, "
-            "greatest(0, ceil(extract(epoch FROM assistant_wait_until - now())))::int AS wait "
-            "FROM tripchat.clerk_user_state WHERE clerk_id = %s",
-            (clerk_id,),
-        ).fetchone()
+    row = fetch_record(
+        conn,
+        "SELECT last_event_at, deleted_at IS NOT NULL AS deleted, "
+        "greatest(0, ceil(extract(epoch FROM assistant_wait_until - now())))::int AS wait "
+        "FROM tripchat.clerk_user_state WHERE clerk_id = %s",
+        (clerk_id,),
+    )
     if row is None:
         return None
     return ClerkState(int(row["last_event_at"]), bool(row["deleted"]), int(row["wait"] or 0))
@@ -94,29 +89,31 @@ def mark_clerk_deleted(conn: Connection, clerk_id: str) -> None:
 
 
 def set_assistant(conn: Connection, user_id: str, assistant_id: str) -> User:
-    with conn.cursor(row_factory=class_row(User)) as cur:
-        cur.execute(
-            f'UPDATE "User" SET "assistantId" = %s WHERE "id" = %s RETURNING {USER_COLUMNS}',
-            (assistant_id, user_id),
-        )
-        return one(cur.fetchone())
+    return returning(
+        conn,
+        User,
+        f'UPDATE "User" SET "assistantId" = %s WHERE "id" = %s RETURNING {USER_COLUMNS}',
+        (assistant_id, user_id),
+    )
 
 
 def update_user_profile(conn: Connection, user_id: str, *, email: str, name: str | None) -> User:
-    with conn.cursor(row_factory=class_row(User)) as cur:
-        cur.execute(
-            f'UPDATE "User" SET "email" = %s, "name" = %s WHERE "id" = %s RETURNING {USER_COLUMNS}',
-            (email, name, user_id),
-        )
-        return one(cur.fetchone())
+    return returning(
+        conn,
+        User,
+        f'UPDATE "User" SET "email" = %s, "name" = %s WHERE "id" = %s RETURNING {USER_COLUMNS}',
+        (email, name, user_id),
+    )
 
 
 def delete_user_rows(conn: Connection, user_id: str) -> list[str]:
     """Delete everything the user owns, children first (the foreign keys never cascade), and
     return the Backboard thread ids of their trips. Run inside a transaction."""
-    threads = conn.execute(
-        'SELECT "threadId" FROM "Session" WHERE "userId" = %s ORDER BY "createdAt"', (user_id,)
-    ).fetchall()
+    trips = fetch_records(
+        conn,
+        'SELECT "threadId" FROM "Session" WHERE "userId" = %s ORDER BY "createdAt"',
+        (user_id,),
+    )
     conn.execute("DELETE FROM tripchat.message_turn WHERE user_id = %s", (user_id,))
     conn.execute("DELETE FROM tripchat.rate_limit WHERE user_id = %s", (user_id,))
     conn.execute(
@@ -126,4 +123,4 @@ def delete_user_rows(conn: Connection, user_id: str) -> list[str]:
     )
     conn.execute('DELETE FROM "Session" WHERE "userId" = %s', (user_id,))
     conn.execute('DELETE FROM "User" WHERE "id" = %s', (user_id,))
-    return [str(thread_id) for (thread_id,) in threads]
+    return [str(trip["threadId"]) for trip in trips]
