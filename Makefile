@@ -33,9 +33,10 @@ invoke: $(STAMP) ## run one handler on a sample event: make invoke FN=sessions E
 	$(PY) -m dev.stack.invoke $(FN) $(EVENT)
 
 # The database-facing tests, run a second time through a real PgBouncer in transaction mode.
-POOLER_TESTS := tests/test_api.py tests/test_users.py tests/test_clerk_webhook.py \
-	tests/test_faults.py tests/test_pool.py tests/test_round_trips.py tests/test_queries.py \
-	tests/test_migrations.py tests/test_hostile_input.py tests/test_events.py
+POOLER_TESTS := tests/system/test_api.py tests/integration/test_users.py \
+	tests/integration/test_clerk_webhook.py tests/system/test_faults.py tests/integration/test_pool.py \
+	tests/system/test_round_trips.py tests/integration/test_queries.py \
+	tests/integration/test_migrations.py tests/system/test_hostile_input.py tests/system/test_events.py
 
 test: lint typecheck pytest pytest-pooler ## lint, type-check, the whole suite, then again through PgBouncer
 

@@ -1,5 +1,9 @@
 """Test fixtures: a throwaway PostgreSQL database per test run, on the real server.
 
+Tests live by depth: unit/ (in-process, no database, no sockets), integration/ (one part of
+ours against a real peer: PostgreSQL, PgBouncer, a stand-in over loopback HTTP), system/ (the
+backend through its edge: handlers, the local API and stack, packaging, the benchmark).
+
 The run's database is created, migrated by the migrate code and exported as DATABASE_URL;
 it is dropped when the run ends. Tests that need an empty database (migrations) get their own.
 
@@ -40,6 +44,16 @@ os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
 VIA_POOLER = os.environ.get("TEST_VIA_POOLER", "") not in ("", "0", "false")
 REPO = Path(__file__).resolve().parent.parent
+DEPTHS = ("unit", "integration", "system")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with its depth, the folder it lives in: `pytest -m unit` runs the tests
+    that need no database and no server."""
+    for item in items:
+        depth = item.path.parent.name
+        if depth in DEPTHS:
+            item.add_marker(depth)
 
 
 @pytest.fixture(scope="session")

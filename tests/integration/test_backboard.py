@@ -32,7 +32,7 @@ from shared.errors import (
 )
 from shared.gateways.backboard import BackboardGateway, get_backboard, reset_backboard
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def sdk(standin: BackboardStandIn, call: Callable[[Any], Awaitable[Any]]) -> Any:

@@ -24,7 +24,7 @@ from functions.migrate import app as migrate_app
 from shared import config
 from shared.store import migrations
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)

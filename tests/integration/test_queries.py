@@ -8,7 +8,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from shared.models import Message, Session, User
+from shared.models import Message, Trip, User
 from shared.store import db, message_rows, trip_rows, user_rows
 
 Conn = psycopg.Connection[tuple[object, ...]]
@@ -38,8 +38,8 @@ def test_insert_and_get_user(clean_db: str) -> None:
 def test_session_defaults_and_ownership(clean_db: str) -> None:
     owner, other = _new_user("user_owner"), _new_user("user_other")
     with db.connection() as conn:
-        untitled = trip_rows.insert_session(conn, user_id=owner.id, thread_id="t1")
-        titled = trip_rows.insert_session(conn, user_id=owner.id, thread_id="t2", title="Kyoto")
+        untitled = trip_rows.insert_trip(conn, user_id=owner.id, thread_id="t1")
+        titled = trip_rows.insert_trip(conn, user_id=owner.id, thread_id="t2", title="Kyoto")
         assert untitled.title == "New Trip" and titled.title == "Kyoto"
         assert trip_rows.get_trip_of(conn, owner.clerk_id, untitled.id) == untitled
         assert trip_rows.get_trip_of(conn, other.clerk_id, untitled.id) is None
@@ -59,7 +59,7 @@ def _sessions_with_equal_timestamps(admin_conn: Conn, user_id: str, n: int) -> N
 def test_session_pages_are_newest_first_and_never_overlap(clean_db: str, admin_conn: Conn) -> None:
     user = _new_user()
     _sessions_with_equal_timestamps(admin_conn, user.id, 25)
-    seen: list[Session] = []
+    seen: list[Trip] = []
     after = None
     with db.connection() as conn:
         while True:
@@ -94,7 +94,7 @@ def conversation(clean_db: str, admin_conn: Conn) -> tuple[str, list[str]]:
     """A trip with 30 messages, many sharing timestamps, and their ids in conversation order."""
     user = _new_user()
     with db.connection() as conn:
-        session = trip_rows.insert_session(conn, user_id=user.id, thread_id="t")
+        session = trip_rows.insert_trip(conn, user_id=user.id, thread_id="t")
     base = datetime(2026, 1, 1, 12, 0, 0)
     for i in range(30):
         admin_conn.execute(
@@ -113,36 +113,36 @@ def conversation(clean_db: str, admin_conn: Conn) -> tuple[str, list[str]]:
     return session.id, [str(r[0]) for r in rows]
 
 
-def _messages(conn: db.Connection, session_id: str, **page: Any) -> list[Message]:
-    found = message_rows.list_trip_messages(conn, CLERK_ID, session_id, **page)
+def _messages(conn: db.Connection, trip_id: str, **page: Any) -> list[Message]:
+    found = message_rows.list_trip_messages(conn, CLERK_ID, trip_id, **page)
     assert found.trip_found
     return found.messages
 
 
 def test_message_pages_walk_back_and_forth_in_order(conversation: tuple[str, list[str]]) -> None:
-    session_id, ordered = conversation
+    trip_id, ordered = conversation
     with db.connection() as conn:
-        latest = _messages(conn, session_id, limit=8)
+        latest = _messages(conn, trip_id, limit=8)
         assert [m.id for m in latest] == ordered[-8:]
         # Backwards to the start.
         collected = [m.id for m in latest]
         page = latest
         while True:
-            page = _messages(conn, session_id, limit=8, before=(page[0].created_at, page[0].id))
+            page = _messages(conn, trip_id, limit=8, before=(page[0].created_at, page[0].id))
             if not page:
                 break
             collected = [m.id for m in page] + collected
         assert collected == ordered
         # Forwards from the first message.
-        first = _messages(conn, session_id, limit=1, before=(latest[0].created_at, latest[0].id))
-        forward = _messages(conn, session_id, limit=100, after=(first[0].created_at, first[0].id))
+        first = _messages(conn, trip_id, limit=1, before=(latest[0].created_at, latest[0].id))
+        forward = _messages(conn, trip_id, limit=100, after=(first[0].created_at, first[0].id))
         assert [m.id for m in forward] == ordered[ordered.index(first[0].id) + 1 :]
 
 
 def test_message_page_tells_missing_user_trip_and_empty_trip_apart(clean_db: str) -> None:
     owner, other = _new_user("user_owner"), _new_user("user_other")
     with db.connection() as conn:
-        trip = trip_rows.insert_session(conn, user_id=owner.id, thread_id="t")
+        trip = trip_rows.insert_trip(conn, user_id=owner.id, thread_id="t")
         assert message_rows.list_trip_messages(
             conn, owner.clerk_id, trip.id, limit=5
         ) == message_rows.TripMessages(owner.id, True, [])
@@ -158,10 +158,8 @@ def test_message_page_tells_missing_user_trip_and_empty_trip_apart(clean_db: str
 def test_insert_message_returns_utc_row(clean_db: str) -> None:
     user = _new_user()
     with db.connection() as conn:
-        session = trip_rows.insert_session(conn, user_id=user.id, thread_id="t")
-        message = message_rows.insert_message(
-            conn, session_id=session.id, role="user", content="Hi"
-        )
-    assert message.role == "user" and message.content == "Hi" and message.session_id == session.id
+        session = trip_rows.insert_trip(conn, user_id=user.id, thread_id="t")
+        message = message_rows.insert_message(conn, trip_id=session.id, role="user", content="Hi")
+    assert message.role == "user" and message.content == "Hi" and message.trip_id == session.id
     assert message.created_at.tzinfo is UTC
     assert abs(message.created_at - datetime.now(UTC)) < timedelta(seconds=30)

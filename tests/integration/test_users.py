@@ -183,11 +183,9 @@ def two_users_with_trips(
         with db.connection() as conn:
             for _ in range(2):
                 thread_id = get_backboard().create_thread(user.assistant_id)
-                trip = trip_rows.insert_session(conn, user_id=user.id, thread_id=thread_id)
-                message_rows.insert_message(conn, session_id=trip.id, role="user", content="hi")
-                message_rows.insert_message(
-                    conn, session_id=trip.id, role="assistant", content="yo"
-                )
+                trip = trip_rows.insert_trip(conn, user_id=user.id, thread_id=thread_id)
+                message_rows.insert_message(conn, trip_id=trip.id, role="user", content="hi")
+                message_rows.insert_message(conn, trip_id=trip.id, role="assistant", content="yo")
         pair.append(user)
     return pair[0], pair[1]
 

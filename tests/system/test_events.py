@@ -19,7 +19,7 @@ from dev.stack.token_issuer import LocalIssuer
 from shared import config
 from shared.gateways import auth
 
-EVENTS = Path(__file__).resolve().parent.parent / "events"
+EVENTS = Path(__file__).resolve().parents[2] / "events"
 SAMPLE_TRIP = "3f9a6c2e-1b7d-4e0a-9c55-2d8e7f41a6b0"
 SECRET = "whsec_ZXZlbnRzLXRlc3Qtc2lnbmluZy1zZWNyZXQtMzItYnl0ZXM="
 

@@ -27,7 +27,7 @@ from dev.stack.token_issuer import LocalIssuer
 from shared import config
 from shared.gateways.backboard import get_backboard, reset_backboard
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _free_port() -> int:
