@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from aws_lambda_powertools import Logger
 
 from shared.config import get_settings
-from shared.domain import trips
+from shared.domain import titles, trips
 from shared.domain.trips import not_found
 from shared.domain.users import Viewer
 from shared.errors import (
@@ -112,17 +112,25 @@ def send_message(viewer: Viewer, trip_id: str, content: str, idempotency_key: st
                 user_message = _resume(conn, start, trip_id=trip_id, key=key, sha=sha, lease=lease)
     # No connection is held while the assistant answers.
     reply = _unsaved_replies.pop((user_id, key), None)
-    if reply is None:
-        try:
-            reply = _ask(viewer, trip_id, thread_id, content)
-        except AppError as exc:
-            with db.connection() as conn:
-                if not message_rows.release_turn(conn, user_id=user_id, idempotency_key=key):
-                    raise TripDeleted() from exc
-            raise
+    # The trip's first reply: its title is asked for alongside (not when the reply is known).
+    titling_assistant = start.titling_assistant_id if reply is None else None
+    with titles.alongside(trip_id, user_id, titling_assistant, content):
+        if reply is None:
+            try:
+                reply = _ask(viewer, trip_id, thread_id, content)
+            except AppError as exc:
+                with db.connection() as conn:
+                    if not message_rows.release_turn(conn, user_id=user_id, idempotency_key=key):
+                        raise TripDeleted() from exc
+                raise
+        assistant_message = _store_reply(user_id, key, trip_id, reply)
+    return Turn(user_message, assistant_message, replayed=False)
+
+
+def _store_reply(user_id: str, key: str, trip_id: str, reply: str) -> Message:
     try:
         with db.connection() as conn:
-            assistant_message = message_rows.finish_turn(
+            return message_rows.finish_turn(
                 conn, user_id=user_id, idempotency_key=key, trip_id=trip_id, reply=reply
             )
     except DatabaseUnavailable:
@@ -132,7 +140,6 @@ def send_message(viewer: Viewer, trip_id: str, content: str, idempotency_key: st
         with contextlib.suppress(AppError), db.connection() as conn:
             message_rows.release_turn(conn, user_id=user_id, idempotency_key=key)
         raise
-    return Turn(user_message, assistant_message, replayed=False)
 
 
 def _ask(viewer: Viewer, trip_id: str, thread_id: str, content: str) -> str:

@@ -117,6 +117,11 @@ def delete_user_rows(conn: Connection, user_id: str) -> list[str]:
     conn.execute("DELETE FROM tripchat.message_turn WHERE user_id = %s", (user_id,))
     conn.execute("DELETE FROM tripchat.rate_limit WHERE user_id = %s", (user_id,))
     conn.execute(
+        "DELETE FROM tripchat.trip_title_chosen WHERE session_id IN "
+        '(SELECT "id" FROM "Session" WHERE "userId" = %s)',
+        (user_id,),
+    )
+    conn.execute(
         'DELETE FROM "Message" WHERE "sessionId" IN '
         '(SELECT "id" FROM "Session" WHERE "userId" = %s)',
         (user_id,),
