@@ -89,6 +89,7 @@ SENT_OPTIONS = ("memory", "llm_provider", "model_name", "system_prompt")
 MEMORY_PREFIX = "The traveller said: "
 TITLE_WORDS = 6
 DEFAULT_SEED = 1234
+MEMORY_NOT_FOUND = {"detail": "Memory not found"}
 
 Answer = tuple[int, Any]  # HTTP status, JSON payload (None: an empty body)
 
@@ -620,20 +621,16 @@ class BackboardStandIn:
         return 200, {"success": True, "memory_id": memory_id, "message": "Memory added"}
 
     def _get_memory(self, state: _State, ids: str, _: dict[str, Any]) -> Answer:
-        assistant_id, memory_id = ids.split("/")
         with self._lock:
-            memory = state.memories.get(memory_id)
-            if memory is None or memory["assistant_id"] != assistant_id:
-                return 404, {"detail": "Memory not found"}
-            return 200, _memory_out(memory)
+            memory = _memory_of(state, ids)
+            return (200, _memory_out(memory)) if memory else (404, MEMORY_NOT_FOUND)
 
     def _delete_memory(self, state: _State, ids: str, _: dict[str, Any]) -> Answer:
-        assistant_id, memory_id = ids.split("/")
         with self._lock:
-            memory = state.memories.get(memory_id)
-            if memory is None or memory["assistant_id"] != assistant_id:
-                return 404, {"detail": "Memory not found"}
-            del state.memories[memory_id]
+            memory = _memory_of(state, ids)
+            if memory is None:
+                return 404, MEMORY_NOT_FOUND
+            del state.memories[memory["id"]]
         return 200, {"success": True, "message": "Memory deleted successfully"}
 
     def _reset_memories(self, state: _State, assistant_id: str, _: dict[str, Any]) -> Answer:
@@ -766,6 +763,14 @@ def _remember(
         "updated_at": now,
     }
     return memory_id
+
+
+def _memory_of(state: _State, ids: str) -> dict[str, Any] | None:
+    """The memory "assistant id/memory id" names, if it is that assistant's (as on Backboard,
+    another assistant's memory is not found); the caller holds the lock."""
+    assistant_id, memory_id = ids.split("/")
+    memory = state.memories.get(memory_id)
+    return memory if memory is not None and memory["assistant_id"] == assistant_id else None
 
 
 def _memory_out(memory: dict[str, Any]) -> dict[str, Any]:

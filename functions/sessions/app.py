@@ -19,7 +19,7 @@ from shared.domain import trips
 from shared.http import pages
 from shared.http.api import create_app, request_viewer, resolve
 from shared.http.api_docs import documented, trip_links
-from shared.http.cursors import decode_cursor
+from shared.http.cursors import NextCursor, decode_cursor
 from shared.models import CreateTripRequest, RenameTripRequest, TripOut, TripPage
 
 logger = Logger(service="sessions")
@@ -38,9 +38,7 @@ TripId = Annotated[str, Path(min_length=1, max_length=100, description="The trip
 )
 def list_sessions(
     limit: Annotated[int, Query(ge=1, le=100, description="Page size")] = 20,
-    cursor: Annotated[
-        str | None, Query(max_length=200, description="nextCursor of the previous page")
-    ] = None,
+    cursor: NextCursor = None,
 ) -> TripPage:
     after = decode_cursor(cursor) if cursor else None
     return pages.trip_page(trips.list_trips(request_viewer(app), limit=limit, after=after))

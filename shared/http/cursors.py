@@ -11,6 +11,9 @@ import base64
 import binascii
 import json
 from datetime import UTC, datetime
+from typing import Annotated
+
+from aws_lambda_powertools.event_handler.openapi.params import Query
 
 from shared.errors import ValidationFailed
 from shared.store.common import Keyset
@@ -23,6 +26,13 @@ MAX_ID_LENGTH = 100
 # year 9999 west of it); within it, the value is well inside PostgreSQL's TIMESTAMP(3) range.
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+
+
+# The query parameter of the newest-first lists (trips, memories).
+NextCursor = Annotated[
+    str | None,
+    Query(max_length=MAX_CURSOR_LENGTH, description="nextCursor of the previous page"),
+]
 
 
 def encode_cursor(created_at: datetime, row_id: str) -> str:

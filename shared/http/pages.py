@@ -3,11 +3,12 @@ cursors (shared.http.cursors) where the domain speaks of keyset positions."""
 
 from __future__ import annotations
 
+from shared.domain.account import MemoryWindow, memory_position
 from shared.domain.chat import MessageWindow
 from shared.domain.trips import TripWindow
 from shared.errors import ValidationFailed
 from shared.http.cursors import decode_cursor, encode_cursor
-from shared.models import MessageOut, MessagePage, TripOut, TripPage
+from shared.models import MemoryOut, MemoryPage, MessageOut, MessagePage, TripOut, TripPage
 from shared.store.common import Keyset
 
 
@@ -36,4 +37,15 @@ def message_page(window: MessageWindow) -> MessagePage:
         messages=[MessageOut.of(message) for message in messages],
         older_cursor=encode_cursor(first.created_at, first.id) if first and window.older else None,
         newer_cursor=encode_cursor(last.created_at, last.id) if last else None,
+    )
+
+
+def memory_page(window: MemoryWindow) -> MemoryPage:
+    last = window.memories[-1] if window.memories and window.more else None
+    return MemoryPage(
+        memories=[
+            MemoryOut(id=m.id, content=m.content, created_at=m.created_at, updated_at=m.updated_at)
+            for m in window.memories
+        ],
+        next_cursor=encode_cursor(*memory_position(last)) if last else None,
     )
