@@ -91,7 +91,7 @@ def finish(titling: Titling) -> str | None:
         logger.warning("automatic title unusable", extra=extra)
         return None
     try:
-        with db.transaction() as conn:
+        with db.pipeline() as conn:
             applied = trip_rows.set_automatic_title(conn, titling.trip_id, title)
     except AppError as exc:
         logger.warning("automatic title not stored", extra={**extra, "error": exc.code})

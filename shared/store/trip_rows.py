@@ -115,11 +115,10 @@ def rename_trip_of(conn: Connection, clerk_id: str, trip_id: str, title: str) ->
 
 def set_automatic_title(conn: Connection, trip_id: str, title: str) -> bool:
     """Give the trip `title` if it still has the default one and the traveller never chose one;
-    False when it does not. Run inside a transaction: the row lock is taken first, so a rename
-    in flight commits before the check, which then runs on a fresh snapshot (read committed)
-    and sees its choice, even a rename to the default title itself."""
-    if fetch_record(conn, 'SELECT 1 FROM "Session" WHERE "id" = %s FOR UPDATE', (trip_id,)) is None:
-        return False
+    False when it does not. Run inside a transaction (or db.pipeline): the row lock is taken
+    first, so a rename in flight commits before the check, which then runs on a fresh snapshot
+    (read committed) and sees its choice, even a rename to the default title itself."""
+    conn.execute('SELECT 1 FROM "Session" WHERE "id" = %s FOR UPDATE', (trip_id,))
     return (
         fetch_record(
             conn,

@@ -7,7 +7,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
@@ -109,61 +109,88 @@ def test_a_rename_while_the_title_is_on_its_way_wins(
     assert _title(alice, trip_id) == title  # a rename to "New Trip" counts too
 
 
+@pytest.fixture
+def pool_of_four(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Room for the racing requests: with one connection they would queue for the pool instead
+    of meeting in PostgreSQL."""
+    monkeypatch.setenv("DB_POOL_MAX_SIZE", "4")
+    config.reset_caches()
+    db.close_pool()
+    yield
+    db.close_pool()
+
+
+def _wait_for_a_lock_wait(admin_conn: Conn) -> None:
+    """Until a session of this test's database waits for a lock (a row lock, here)."""
+    deadline = time.monotonic() + 5
+    while True:
+        row = admin_conn.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        ).fetchone()
+        if row is not None and row[0] == 1:
+            return
+        assert time.monotonic() < deadline, "nobody waits for the row lock"
+        time.sleep(0.01)
+
+
 def test_a_rename_waiting_on_the_titles_row_lock_still_wins(
-    alice: Client, admin_conn: Conn
+    alice: Client, pool_of_four: None, admin_conn: Conn
 ) -> None:
-    # The other order: titling holds the trip's row, the rename waits for it, then lands.
+    # Titling holds the trip's row (as the send does it: db.pipeline), the rename waits for
+    # it, then lands.
     trip_id = _new_trip(alice)
     outcome: list[int] = []
-    with db.transaction() as conn:
-        assert trip_rows.set_automatic_title(conn, trip_id, "Automatic")
-        rename = threading.Thread(
-            target=lambda: outcome.append(
-                alice.call("PATCH", f"/sessions/{trip_id}", body={"title": "Mine"}).status
-            )
+    rename = threading.Thread(
+        target=lambda: outcome.append(
+            alice.call("PATCH", f"/sessions/{trip_id}", body={"title": "Mine"}).status
         )
+    )
+    with db.pipeline() as conn:
+        assert trip_rows.set_automatic_title(conn, trip_id, "Automatic")
         rename.start()
-        time.sleep(0.3)
-        assert outcome == []  # blocked on the row lock
+        _wait_for_a_lock_wait(admin_conn)
+        assert outcome == []
     rename.join()
     assert outcome == [200]
     assert _title(alice, trip_id) == "Mine"
-    with db.transaction() as conn:  # and titling never takes it back
+    with db.pipeline() as conn:  # and titling never takes it back
         assert not trip_rows.set_automatic_title(conn, trip_id, "Automatic")
     assert _title(alice, trip_id) == "Mine"
 
 
 def test_titling_waiting_on_a_renames_row_lock_sees_the_rename(
-    alice: Client, direct_url: str
+    alice: Client, pool_of_four: None, admin_conn: Conn, direct_url: str
 ) -> None:
     # A rename to the default title itself, uncommitted while titling runs: only the record of
     # the traveller's choice can tell it from the default, and titling must see it.
     trip_id = _new_trip(alice)
     outcome: list[bool] = []
+
+    def titling() -> None:
+        with db.pipeline() as conn:
+            outcome.append(trip_rows.set_automatic_title(conn, trip_id, "Automatic"))
+
     with psycopg.connect(direct_url) as renaming:  # a transaction, left open
         assert trip_rows.rename_trip_of(renaming, "user_alice", trip_id, "New Trip") is not None
-
-        def titling() -> None:
-            with db.transaction() as conn:
-                outcome.append(trip_rows.set_automatic_title(conn, trip_id, "Automatic"))
-
         worker = threading.Thread(target=titling)
         worker.start()
-        time.sleep(0.3)
-        assert outcome == []  # blocked on the row lock
+        _wait_for_a_lock_wait(admin_conn)
+        assert outcome == []
         renaming.commit()
     worker.join()
     assert outcome == [False]
     assert _title(alice, trip_id) == "New Trip"
 
 
-def test_renames_racing_first_replies_always_win(alice: Client) -> None:
+def test_renames_racing_first_replies_always_win(alice: Client, pool_of_four: None) -> None:
     for i in range(8):
         trip_id = _new_trip(alice)
         sender = threading.Thread(target=_send, args=(alice, trip_id))
         sender.start()
         time.sleep(0.002 * i)  # land the rename at different points of the send
-        assert alice.call("PATCH", f"/sessions/{trip_id}", body={"title": f"Mine {i}"}).status
+        renamed = alice.call("PATCH", f"/sessions/{trip_id}", body={"title": f"Mine {i}"})
+        assert renamed.status == 200
         sender.join()
         assert _title(alice, trip_id) == f"Mine {i}"
 
