@@ -360,7 +360,7 @@ def _import_time(statement: str) -> float:
 def b4(bench: Bench) -> dict[str, Any]:
     baseline_stmt = "import aws_lambda_powertools, psycopg"
     result: dict[str, Any] = {}
-    for function in ("clerk_webhook", "sessions", "messages", "migrate"):
+    for function in ("clerk_webhook", "sessions", "messages", "me", "migrate"):
         stmt = f"import functions.{function}.app"
         base, fn = [], []
         for _ in range(bench.scale.cold_runs):  # interleaved: noise hits both sides alike
