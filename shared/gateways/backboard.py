@@ -209,7 +209,7 @@ class BackboardGateway:
             return _reply_text(response, assistant_id=assistant_id)
 
         ids = {"assistant_id": assistant_id}
-        return Pending(self, "send_message", self._submit(ask()), ids)
+        return Pending(self, "send_message", self._start("send_message", ask(), ids), ids)
 
     async def _delete_aside_thread(self, thread_id: str) -> None:
         from backboard.exceptions import BackboardError, BackboardNotFoundError
@@ -306,13 +306,18 @@ class BackboardGateway:
         missing_ok: bool = False,
         **ids: str,
     ) -> T:
+        future = self._start(operation, call, ids)
+        timeout = self._timeout + CALL_MARGIN_SECONDS
+        return self._outcome(operation, future, timeout, missing_ok=missing_ok, ids=ids)
+
+    def _start(
+        self, operation: str, call: Coroutine[Any, Any, T], ids: dict[str, str]
+    ) -> concurrent.futures.Future[T]:
         try:
-            future = self._submit(call)
+            return self._submit(call)
         except RuntimeError as exc:  # the loop was closed under us (a reset racing a call)
             logger.warning("backboard loop is closed", extra={"operation": operation, **ids})
             raise UpstreamUnavailable() from exc
-        timeout = self._timeout + CALL_MARGIN_SECONDS
-        return self._outcome(operation, future, timeout, missing_ok=missing_ok, ids=ids)
 
     def _outcome(
         self,
