@@ -48,6 +48,7 @@ SAFE_ID = re.compile(r"[A-Za-z0-9_-]{1,100}")
 CALL_MARGIN_SECONDS = 2.0
 LOOP_START_TIMEOUT_SECONDS = 5.0
 FAILED_REPLY_STATUSES = frozenset({"FAILED", "CANCELLED", "CANCELED"})
+MEMORY_PAGES_MAX = 100  # of 100 memories each: a traveller's memories are hundreds, not 10,000s
 
 
 @dataclass(frozen=True)
@@ -225,13 +226,26 @@ class BackboardGateway:
             )
 
     def list_memories(self, assistant_id: str) -> list[Memory]:
-        """Everything the assistant remembers (Backboard answers all of them without a page)."""
+        """Everything the assistant remembers. Backboard answers all of them when no page is
+        asked for; should it answer fewer than its total_count, the rest is read by page."""
         found = self._run(
             "list_memories", self._client.get_memories(assistant_id), assistant_id=assistant_id
         )
+        memories = list(found.memories)
+        if len(memories) < found.total_count:
+            memories = []
+            for page in range(1, MEMORY_PAGES_MAX + 1):
+                chunk = self._run(
+                    "list_memories",
+                    self._client.get_memories(assistant_id, page=page, page_size=100),
+                    assistant_id=assistant_id,
+                ).memories
+                memories += chunk
+                if len(chunk) < 100:
+                    break
         return [
             Memory(str(m.id), m.content, _stamp(m.created_at), _stamp(m.updated_at))
-            for m in found.memories
+            for m in memories
         ]
 
     def memory_count(self, assistant_id: str) -> int:

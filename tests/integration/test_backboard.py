@@ -167,6 +167,18 @@ def test_memories_are_listed_counted_and_deleted_per_assistant(
         gateway.list_memories(theirs)
 
 
+def test_memories_answered_in_part_are_read_by_page(backboard: BackboardStandIn) -> None:
+    gateway = get_backboard()
+    assistant_id = new_assistant(gateway)
+    ids = [backboard.add_memory(assistant_id, f"fact {i}") for i in range(230)]
+    # A first answer that holds less than its total (a server paging by default) ...
+    first = sdk(backboard, lambda c: c.get_memories(assistant_id, page=1, page_size=25))
+    backboard.inject("list_memories", payload=first.model_dump())
+    # ... is completed page by page.
+    assert [m.id for m in gateway.list_memories(assistant_id)] == ids
+    assert backboard.calls("list_memories") == 1 + 1 + 3
+
+
 @pytest.mark.parametrize("memory_id", ["..", "../..", ".", "a/b", "%2e%2e", "", "x" * 101])
 def test_a_memory_id_that_could_walk_the_url_path_never_reaches_backboard(
     backboard: BackboardStandIn, memory_id: str
