@@ -49,15 +49,15 @@ typecheck: $(STAMP) ## mypy --strict
 	$(VENV)/bin/mypy
 
 pytest: $(STAMP) ## only the tests, in parallel (pass ARGS=... to pytest)
-	$(PY) -m pytest -n auto $(ARGS)
+	$(PY) -m pytest -n auto --dist worksteal $(ARGS)
 
 test-fast: $(STAMP) ## the inner loop: the tests not marked slow, in parallel, no lint
-	$(PY) -m pytest -n auto -m "not slow" $(ARGS)
+	$(PY) -m pytest -n auto --dist worksteal -m "not slow" $(ARGS)
 
 pytest-pooler: $(STAMP) ## the database tests through PgBouncer (transaction mode; needs pgbouncer)
 	@if command -v pgbouncer >/dev/null || test -x /usr/sbin/pgbouncer; then \
 		echo "TEST_VIA_POOLER=1 pytest $(POOLER_TESTS)"; \
-		TEST_VIA_POOLER=1 $(PY) -m pytest -n auto $(POOLER_TESTS) $(ARGS); \
+		TEST_VIA_POOLER=1 $(PY) -m pytest -n auto --dist worksteal $(POOLER_TESTS) $(ARGS); \
 	elif [ -n "$$CI" ]; then \
 		echo "pgbouncer is not installed, and CI must run the pooler tests"; exit 1; \
 	else \
