@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
 .PHONY: help install dev token invoke test test-fast lint typecheck pytest pytest-pooler bench openapi migrate migrate-status \
-	migrate-verify schema-snapshot package validate clean
+	migrate-verify schema-snapshot package lock validate clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -81,15 +81,14 @@ bench: $(STAMP) ## run the benchmark suite (ARGS=--smoke for a tiny run); writes
 openapi: $(STAMP) ## regenerate functions/openapi.json from the handlers
 	$(PY) -m dev.tools.openapi
 
-package: $(STAMP) ## build .aws-sam/build (functions + arm64/python3.13 layer) for `sam deploy`, no Docker
+package: $(STAMP) ## build .aws-sam/build as `sam build` does (same recipe), without sam or Docker
 	$(PY) -m dev.tools.package all
+
+lock: $(STAMP) ## refresh layer/requirements.txt (the layer's pinned, hashed wheels) from pyproject.toml
+	$(PY) -m dev.tools.package lock --upgrade
 
 validate: $(STAMP) ## lint the SAM template offline
 	AWS_DEFAULT_REGION=us-east-1 $(VENV)/bin/cfn-lint template.yaml
-
-# `sam build` (Docker or python3.13 users) builds the layer with this target.
-build-SharedLayer:
-	$(PYTHON) -m dev.tools.package layer "$(ARTIFACTS_DIR)"
 
 clean: ## remove build output and caches (keeps .venv and .local)
 	rm -rf build .aws-sam .pytest_cache .mypy_cache .ruff_cache
