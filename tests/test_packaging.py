@@ -122,6 +122,76 @@ def test_migrations_run_before_the_api_functions_change() -> None:
     assert variables["MIGRATIONS_DIR"] == "/opt/sql"  # the layer's sql/, mounted at /opt
 
 
+def _alarm_metrics(alarm: dict[str, Any]) -> dict[str, str]:
+    """{metric id: function logical id} of a metric-math alarm over Lambda metrics."""
+    watched = {}
+    for query in alarm["Properties"]["Metrics"]:
+        if "MetricStat" in query:
+            (dimension,) = query["MetricStat"]["Metric"]["Dimensions"]
+            watched[query["Id"]] = dimension["Value"]["Ref"]
+    return watched
+
+
+def test_alarms_watch_every_function() -> None:
+    resources = load_template()["Resources"]
+    functions = {k for k, v in resources.items() if v["Type"] == "AWS::Serverless::Function"}
+    api_functions = {
+        k
+        for k in functions
+        if any(
+            e["Type"] == "HttpApi" for e in resources[k]["Properties"].get("Events", {}).values()
+        )
+    }
+    errors = resources["FunctionErrorsAlarm"]
+    assert set(_alarm_metrics(errors).values()) == functions
+    assert set(_alarm_metrics(resources["FunctionThrottlesAlarm"]).values()) == api_functions
+    # Each API function's p99 is measured against its own timeout: ms / (timeout_s * 10) is
+    # the percentage of the timeout.
+    duration = resources["FunctionDurationAlarm"]
+    watched = _alarm_metrics(duration)
+    assert set(watched.values()) == api_functions
+    (expression,) = [
+        q["Expression"] for q in duration["Properties"]["Metrics"] if "Expression" in q
+    ]
+    for metric_id, function in watched.items():
+        timeout = resources[function]["Properties"]["Timeout"]
+        assert f"{metric_id} / {timeout * 10}" in expression, (function, expression)
+    for alarm in ("ApiServerErrorRateAlarm", "FunctionErrorsAlarm", "FunctionThrottlesAlarm"):
+        properties = resources[alarm]["Properties"]
+        assert properties["AlarmActions"]["Fn::If"][0] == "HasAlarmTopic", alarm
+        # Every id the expression sums is one of the metrics (a function added to the list
+        # but not to the sum would never alarm).
+        (expression,) = [q["Expression"] for q in properties["Metrics"] if "Expression" in q]
+        for query in properties["Metrics"]:
+            if "MetricStat" in query:
+                assert re.search(rf"\b{query['Id']}\b", expression), (alarm, query["Id"])
+
+
+def test_reserved_concurrency_caps_every_function_only_when_set() -> None:
+    template = load_template()
+    cap = template["Globals"]["Function"]["ReservedConcurrentExecutions"]
+    assert cap == {
+        "Fn::If": [
+            "HasReservedConcurrency",
+            {"Ref": "ReservedConcurrency"},
+            {"Ref": "AWS::NoValue"},
+        ]
+    }
+    assert template["Parameters"]["ReservedConcurrency"]["Default"] == 0
+    for logical_id, resource in template["Resources"].items():
+        if resource["Type"] == "AWS::Serverless::Function":
+            assert "ReservedConcurrentExecutions" not in resource["Properties"], logical_id
+
+
+def test_api_access_logs_name_no_credentials() -> None:
+    api = load_template()["Resources"]["HttpApi"]["Properties"]
+    settings = api["AccessLogSettings"]
+    assert settings["DestinationArn"] == {"Fn::GetAtt": ["HttpApiAccessLogGroup", "Arn"]}
+    record = json.loads(settings["Format"])  # one JSON object per request
+    assert record["requestId"] == "$context.requestId"
+    assert not re.search(r"authorization|header|authorizer", settings["Format"], re.IGNORECASE)
+
+
 def _shape(path: str) -> str:
     """A route path with its parameters blanked: /sessions/{id} and /sessions/<trip_id> match."""
     return re.sub(r"\{\w+\}|<\w+>", "{}", path)
