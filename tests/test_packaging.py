@@ -276,6 +276,10 @@ def test_the_layer_and_functions_are_built_from_their_own_folders() -> None:
     resources = load_template()["Resources"]
     layer = resources["SharedLayer"]
     assert layer["Properties"]["ContentUri"] == "layer/"
+    # The wheels the recipe installs are for the architecture the functions run on.
+    assert load_template()["Globals"]["Function"]["Architectures"] == [package.ARCHITECTURE]
+    assert layer["Properties"]["CompatibleArchitectures"] == [package.ARCHITECTURE]
+    assert layer["Metadata"]["BuildArchitecture"] == package.ARCHITECTURE
     assert layer["Metadata"]["BuildMethod"] == "makefile"
     # What sam copies and hashes for the layer: the lock, its recipe, and the two links.
     assert {p.name for p in package.LAYER_SOURCE.iterdir()} == {

@@ -37,8 +37,14 @@ LAYER_SOURCE = REPO / "layer"
 LOCK_NAME = "requirements.txt"
 
 PYTHON_VERSION = "3.13"
-PIP_PLATFORMS = ["manylinux2014_aarch64", "manylinux_2_28_aarch64"]
-UV_PLATFORM = "aarch64-manylinux_2_28"
+# template.yaml's Architectures (a test keeps them equal). The lock has every wheel's hash, so
+# the bench builds the same layer for this machine's architecture to import it here.
+ARCHITECTURE = "arm64"
+PIP_PLATFORMS = {
+    "arm64": ["manylinux2014_aarch64", "manylinux_2_28_aarch64"],
+    "x86_64": ["manylinux2014_x86_64", "manylinux_2_28_x86_64"],
+}
+UV_PLATFORM = {"arm64": "aarch64-manylinux_2_28", "x86_64": "x86_64-manylinux_2_28"}[ARCHITECTURE]
 # Lambda's Python runtime ships these: resolved by the lock (their ranges bind the rest), not in it.
 PROVIDED_BY_RUNTIME = ("boto3", "botocore", "s3transfer")
 # Where Lambda mounts each part: the paths tracebacks show, baked into the .pyc files.
@@ -102,7 +108,9 @@ def compile_bytecode(root: Path, mount: str) -> bool:
     return True
 
 
-def build_layer(target: Path, source: Path = LAYER_SOURCE) -> None:
+def build_layer(
+    target: Path, source: Path = LAYER_SOURCE, architecture: str = ARCHITECTURE
+) -> None:
     """python/ (the locked wheels and shared/) and sql/: the layout Lambda mounts at /opt."""
     if target.exists():
         shutil.rmtree(target)
@@ -118,7 +126,7 @@ def build_layer(target: Path, source: Path = LAYER_SOURCE) -> None:
             "--disable-pip-version-check",
             "--target",
             str(python),
-            *(arg for platform in PIP_PLATFORMS for arg in ("--platform", platform)),
+            *(arg for platform in PIP_PLATFORMS[architecture] for arg in ("--platform", platform)),
             "--implementation",
             "cp",
             "--python-version",
