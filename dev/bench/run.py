@@ -6,7 +6,8 @@ B1 handler cost: warm handler invocations vs the same statements run directly on
    a proxy adding --delay-ms each way (default 0.5 ms: a ~1 ms round trip, as in AWS).
 B2 round trips: libpq protocol trace of one request per route (statements and pings).
 B3 scale: a 50-message page at small vs large Message tables; the trip list at 10 vs 10,000.
-B4 cold start: importing each function module vs importing only Powertools and psycopg.
+B4 cold start on python3.13 from the deployment artifact (the same recipe, this machine's wheels):
+   importing each function vs only Powertools' Logger and psycopg, and the first request's setup.
 B5 concurrency: K processes, each a warm container with its own pool, against one database.
 
 Runs on a throwaway database on the local PostgreSQL and the Backboard stand-in (no added
@@ -368,6 +369,7 @@ if len(sys.argv) > 2:
     from shared.store.db import read
     read(lambda conn: conn.execute("SELECT 1").fetchone())
     marks.append(clock())
+if len(sys.argv) > 4:
     from shared.gateways.auth import authenticate
     authenticate("Bearer " + os.environ["BENCH_TOKEN"])
     marks.append(clock())
@@ -376,6 +378,8 @@ print(json.dumps([
 ]))
 """
 FIRST_REQUEST_STEPS = ("secrets_manager", "pool_open_first_statement", "jwks_and_verify")
+# What each function's first request sets up (the webhook verifies signatures, not tokens).
+FIRST_REQUEST = {"clerk_webhook": 2, "sessions": 3, "messages": 3, "migrate": 0}
 
 
 class _SecretsManagerStandIn(BaseHTTPRequestHandler):
@@ -437,14 +441,14 @@ def build_artifact(target: Path) -> Path:
 
 
 def _cold_start(
-    python: str, paths: list[Path], statement: str, env: dict[str, str], first_request: bool
+    python: str, paths: list[Path], statement: str, env: dict[str, str], steps: int = 0
 ) -> list[list[float]]:
     """One fresh process: [[wall ms, cpu ms] of the import, then of each first-request step].
     -S: site is skipped on both sides, as this machine's interpreters carry a .pth that imports
     certifi at startup (Lambda's do not); PYTHONDONTWRITEBYTECODE: /opt and /var/task are
     read-only, only the artifact's own .pyc files count."""
     out = subprocess.run(
-        [python, "-S", "-c", COLD_START, statement, *(["setup"] if first_request else [])],
+        [python, "-S", "-c", COLD_START, statement, *FIRST_REQUEST_STEPS[:steps]],
         cwd=paths[0],
         env={
             **env,
@@ -457,8 +461,8 @@ def _cold_start(
     )
     if out.returncode != 0:
         raise RuntimeError(f"cold start failed ({statement}):\n{out.stderr[-3000:]}")
-    steps: list[list[float]] = json.loads(out.stdout.strip().splitlines()[-1])
-    return steps
+    timings: list[list[float]] = json.loads(out.stdout.strip().splitlines()[-1])
+    return timings
 
 
 def b4(bench: Bench) -> dict[str, Any]:
@@ -474,7 +478,12 @@ def b4(bench: Bench) -> dict[str, Any]:
     secrets = LoopbackServer(("127.0.0.1", 0), _SecretsManagerStandIn)
     secrets.start()
     clerk = ClerkStandIn([bench.issuer]).start()
+    from dev.stack.template import load_template
+
+    variables = load_template()["Globals"]["Function"]["Environment"]["Variables"]
     env = {
+        # The template's fixed settings (PYDANTIC_DISABLE_PLUGINS, pool size, ...), as deployed.
+        **{name: value for name, value in variables.items() if isinstance(value, str)},
         "PATH": os.environ["PATH"],
         "DATABASE_URL": bench.url,
         "BACKBOARD_API_KEY_SECRET_ARN": "arn:aws:secretsmanager:us-east-1:123456789012:secret:bb",
@@ -494,11 +503,13 @@ def b4(bench: Bench) -> dict[str, Any]:
         for function in FUNCTIONS:
             base, fn, first = [], [], []
             for _ in range(bench.scale.cold_runs):  # interleaved: noise hits both sides alike
-                base.append(
-                    _cold_start(python, [artifact / "opt", *layer], BASELINE, env, False)[0]
-                )
+                base.append(_cold_start(python, layer, BASELINE, env)[0])
                 steps = _cold_start(
-                    python, [artifact / function, *layer], "import app", env, function != "migrate"
+                    python,
+                    [artifact / function, *layer],
+                    "import app",
+                    env,
+                    FIRST_REQUEST[function],
                 )
                 fn.append(steps[0])
                 first.append(steps[1:])
@@ -512,10 +523,10 @@ def b4(bench: Bench) -> dict[str, Any]:
                 "baseline_cpu_ms_p50": round(base_cpu, 1),
                 "cpu_ratio_p50": round(cpu / base_cpu, 2),
             }
-            if function != "migrate":
+            if FIRST_REQUEST[function]:
                 result[function]["first_request_ms_p50"] = {
                     step: round(statistics.median(run[i][0] for run in first), 1)
-                    for i, step in enumerate(FIRST_REQUEST_STEPS)
+                    for i, step in enumerate(FIRST_REQUEST_STEPS[: FIRST_REQUEST[function]])
                 }
     finally:
         clerk.stop()
