@@ -24,7 +24,6 @@ import os
 import platform
 import statistics
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -420,22 +419,7 @@ def build_artifact(target: Path) -> Path:
         package.build_function(REPO / "functions" / function, target / function)
     runtime = target / "runtime"
     if not (runtime / "boto3").is_dir():
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--target",
-                str(runtime),
-                "--python-version",
-                package.PYTHON_VERSION,
-                "--only-binary=:all:",
-                "boto3",
-            ],
-            check=True,
-        )
+        package.pip_install(runtime, "boto3")  # this machine's platform
         package.compile_bytecode(runtime, "/var/runtime")
     return target
 
@@ -465,7 +449,7 @@ def _cold_start(
     return timings
 
 
-def b4(bench: Bench) -> dict[str, Any]:
+def b4(bench: Bench, out: Path) -> dict[str, Any]:
     from dev.stack.clerk_standin import ClerkStandIn
     from dev.stack.loopback import LoopbackServer
     from dev.tools.package import find_python313
@@ -473,7 +457,7 @@ def b4(bench: Bench) -> dict[str, Any]:
     python = find_python313()
     if python is None:
         return {"skipped": "needs python3.13 (Lambda's runtime): PYTHON313, PATH or pyenv"}
-    artifact = build_artifact(OUT / "artifact")
+    artifact = build_artifact(out / "artifact")
     layer = [artifact / "opt" / "python", artifact / "runtime"]
     secrets = LoopbackServer(("127.0.0.1", 0), _SecretsManagerStandIn)
     secrets.start()
@@ -776,7 +760,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if "B3" in only:
             results["B3"] = b3(bench)
         if "B4" in only:
-            results["B4"] = b4(bench)
+            results["B4"] = b4(bench, args.out)
         if "B5" in only:
             results["B5"] = b5(bench)
     finally:

@@ -108,14 +108,9 @@ def compile_bytecode(root: Path, mount: str) -> bool:
     return True
 
 
-def build_layer(
-    target: Path, source: Path = LAYER_SOURCE, architecture: str = ARCHITECTURE
-) -> None:
-    """python/ (the locked wheels and shared/) and sql/: the layout Lambda mounts at /opt."""
-    if target.exists():
-        shutil.rmtree(target)
-    python = target / "python"
-    python.mkdir(parents=True)
+def pip_install(target: Path, *arguments: str) -> None:
+    """pip install --target for CPython 3.13 from wheels only, no bytecode (compile_bytecode
+    makes it, for the path Lambda mounts)."""
     subprocess.run(
         [
             sys.executable,
@@ -125,20 +120,34 @@ def build_layer(
             "--quiet",
             "--disable-pip-version-check",
             "--target",
-            str(python),
-            *(arg for platform in PIP_PLATFORMS[architecture] for arg in ("--platform", platform)),
-            "--implementation",
-            "cp",
+            str(target),
             "--python-version",
             PYTHON_VERSION,
             "--only-binary=:all:",
-            "--no-deps",
-            "--require-hashes",
             "--no-compile",
-            "--requirement",
-            str(source / LOCK_NAME),
+            *arguments,
         ],
         check=True,
+    )
+
+
+def build_layer(
+    target: Path, source: Path = LAYER_SOURCE, architecture: str = ARCHITECTURE
+) -> None:
+    """python/ (the locked wheels and shared/) and sql/: the layout Lambda mounts at /opt."""
+    if target.exists():
+        shutil.rmtree(target)
+    python = target / "python"
+    python.mkdir(parents=True)
+    pip_install(
+        python,
+        *(arg for platform in PIP_PLATFORMS[architecture] for arg in ("--platform", platform)),
+        "--implementation",
+        "cp",
+        "--no-deps",
+        "--require-hashes",
+        "--requirement",
+        str(source / LOCK_NAME),
     )
     # Console scripts: nothing runs them in Lambda, and pip writes this machine's interpreter
     # into their first line (the artifact would differ between machines).
