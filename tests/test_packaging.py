@@ -370,6 +370,9 @@ def test_the_layer_ships_exactly_the_lock_and_shared(built: Path) -> None:
         recorded |= {line.split(",")[0].split("/")[0] for line in record.read_text().splitlines()}
     assert {p.name for p in site.iterdir()} <= recorded
     assert not (site / "bin").exists()
+    # ... nor their RECORD lines: pip writes its own launcher into them, and the artifact must
+    # be the same whichever pip (sam's, the venv's) built it.
+    assert not [r for r in site.glob("*.dist-info/RECORD") if "../../bin/" in r.read_text()]
     assert {p.name for p in (built.parent / "SharedLayer").iterdir()} == {"python", "sql"}
     shipped = {p.relative_to(site / "shared") for p in (site / "shared").rglob("*.py")}
     assert shipped == {p.relative_to(REPO / "shared") for p in (REPO / "shared").rglob("*.py")}

@@ -150,8 +150,12 @@ def build_layer(
         str(source / LOCK_NAME),
     )
     # Console scripts: nothing runs them in Lambda, and pip writes this machine's interpreter
-    # into their first line (the artifact would differ between machines).
+    # (and its own launcher) into them: gone, with their RECORD lines, so the artifact is the
+    # same whichever pip built it.
     shutil.rmtree(python / "bin", ignore_errors=True)
+    for record in python.glob("*.dist-info/RECORD"):
+        lines = record.read_text().splitlines(keepends=True)
+        record.write_text("".join(line for line in lines if not line.startswith("../../bin/")))
     shutil.copytree(source / "shared", python / "shared", ignore=SKIP)
     shutil.copytree(source / "sql", target / "sql", ignore=SKIP)
     compile_bytecode(python, f"{LAYER_MOUNT}/python")
