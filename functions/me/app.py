@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import Response
-from aws_lambda_powertools.event_handler.openapi.params import Path, Query
+from aws_lambda_powertools.event_handler.openapi.params import Path
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -22,7 +22,7 @@ from shared.gateways.backboard import SAFE_ID
 from shared.http import pages
 from shared.http.api import create_app, request_viewer, resolve
 from shared.http.api_docs import API_ERRORS, documented, error
-from shared.http.cursors import NextCursor, decode_cursor
+from shared.http.cursors import ListLimit, NextCursor, position_after
 from shared.models import MemoryPage, ProfileOut, Totals
 
 logger = Logger(service="me")
@@ -62,11 +62,12 @@ def get_me() -> ProfileOut:
     responses=documented(200, "A page of my memories, newest first", MemoryPage),
 )
 def list_memories(
-    limit: Annotated[int, Query(ge=1, le=100, description="Page size")] = 20,
+    limit: ListLimit = 20,
     cursor: NextCursor = None,
 ) -> MemoryPage:
-    after = decode_cursor(cursor) if cursor else None
-    return pages.memory_page(account.list_memories(request_viewer(app), limit=limit, after=after))
+    return pages.memory_page(
+        account.list_memories(request_viewer(app), limit=limit, after=position_after(cursor))
+    )
 
 
 @app.delete(

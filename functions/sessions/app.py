@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import Response, content_types
-from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
+from aws_lambda_powertools.event_handler.openapi.params import Body, Path
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -19,7 +19,7 @@ from shared.domain import trips
 from shared.http import pages
 from shared.http.api import create_app, request_viewer, resolve
 from shared.http.api_docs import documented, trip_links
-from shared.http.cursors import NextCursor, decode_cursor
+from shared.http.cursors import ListLimit, NextCursor, position_after
 from shared.models import CreateTripRequest, RenameTripRequest, TripOut, TripPage
 
 logger = Logger(service="sessions")
@@ -37,11 +37,12 @@ TripId = Annotated[str, Path(min_length=1, max_length=100, description="The trip
     responses=documented(200, "A page of my trips, newest first", TripPage),
 )
 def list_sessions(
-    limit: Annotated[int, Query(ge=1, le=100, description="Page size")] = 20,
+    limit: ListLimit = 20,
     cursor: NextCursor = None,
 ) -> TripPage:
-    after = decode_cursor(cursor) if cursor else None
-    return pages.trip_page(trips.list_trips(request_viewer(app), limit=limit, after=after))
+    return pages.trip_page(
+        trips.list_trips(request_viewer(app), limit=limit, after=position_after(cursor))
+    )
 
 
 @app.post(

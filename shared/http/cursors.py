@@ -28,11 +28,17 @@ EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(2200, 1, 1, tzinfo=UTC)
 
 
-# The query parameter of the newest-first lists (trips, memories).
+# The query parameters of the newest-first lists (trips, memories).
+ListLimit = Annotated[int, Query(ge=1, le=100, description="Page size")]
 NextCursor = Annotated[
     str | None,
     Query(max_length=MAX_CURSOR_LENGTH, description="nextCursor of the previous page"),
 ]
+
+
+def position_after(cursor: str | None) -> Keyset | None:
+    """Where a newest-first list resumes: the position `cursor` (a nextCursor) names."""
+    return decode_cursor(cursor) if cursor else None
 
 
 def encode_cursor(created_at: datetime, row_id: str) -> str:
