@@ -1,0 +1,346 @@
+"""The stream function end to end: a real uvicorn server on loopback serving functions/stream,
+the real backboard-sdk streaming from the Backboard stand-in's SSE, the real PostgreSQL.
+
+What the AI SDK reads (chunk types and order, our ids), persistence while streaming and after
+the client leaves, a failure mid-stream and the same-key retry that resumes the turn, the
+resume GET (204 and replay) and stop."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from dev.stack.apiclient import Client
+from dev.stack.backboard_standin import REPLY_PREFIX, BackboardStandIn
+from shared import config
+
+Chunks = list[Any]
+
+
+class StreamServer:
+    """functions/stream's app on uvicorn, in a thread of the test process (so it shares the
+    test's settings, pool and Backboard gateway)."""
+
+    def __init__(self) -> None:
+        from functions.stream.app import create_app
+
+        self._server = uvicorn.Server(
+            uvicorn.Config(
+                create_app(), host="127.0.0.1", port=0, log_level="warning", lifespan="off"
+            )
+        )
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.01)
+        port = self._server.servers[0].sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.should_exit = True
+        self._thread.join(10)
+
+
+@pytest.fixture
+def stream_url(api: Callable[[str], Client], monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    # Several requests at once in one process (a stream and its stop, or its resume).
+    monkeypatch.setenv("DB_POOL_MAX_SIZE", "4")
+    config.reset_caches()
+    with StreamServer() as url:
+        yield url
+
+
+def new_trip(client: Client) -> str:
+    reply = client.call("POST", "/sessions", body={"title": "Lisbon"})
+    assert reply.status == 201
+    return str(reply.body["id"])
+
+
+def headers(client: Client, **extra: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {client.token}", **extra}
+
+
+def parse(body: str) -> Chunks:
+    chunks: Chunks = []
+    for event in body.split("\n\n"):
+        if event.startswith("data: "):
+            data = event[len("data: ") :]
+            chunks.append(data if data == "[DONE]" else json.loads(data))
+    return chunks
+
+
+def text_of(chunks: Chunks) -> str:
+    return "".join(c["delta"] for c in chunks if isinstance(c, dict) and c["type"] == "text-delta")
+
+
+def types(chunks: Chunks) -> list[str]:
+    return [c if isinstance(c, str) else c["type"] for c in chunks]
+
+
+def post_stream(url: str, client: Client, trip_id: str, body: Any, **extra: str) -> httpx.Response:
+    return httpx.post(
+        f"{url}/sessions/{trip_id}/messages/stream",
+        json=body,
+        headers=headers(client, **extra),
+        timeout=30,
+    )
+
+
+def messages(client: Client, trip_id: str) -> dict[str, Any]:
+    reply = client.call("GET", f"/sessions/{trip_id}/messages")
+    assert reply.status == 200
+    body: dict[str, Any] = reply.body
+    return body
+
+
+def wait_for(condition: Callable[[], Any], seconds: float = 10) -> Any:
+    deadline = time.monotonic() + seconds
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def test_reply_streams_as_ui_message_chunks_and_is_stored(
+    stream_url: str, api: Callable[[str], Client], backboard: BackboardStandIn
+) -> None:
+    alice = api("user_alice")
+    trip = new_trip(alice)
+    response = post_stream(stream_url, alice, trip, {"content": "Three days of food markets"})
+    assert response.status_code == 200
+    assert response.headers["x-vercel-ai-ui-message-stream"] == "v1"
+    assert response.headers["content-type"].startswith("text/event-stream")
+    chunks = parse(response.text)
+    kinds = types(chunks)
+    assert kinds[:3] == ["start", "data-turn", "text-start"]
+    assert kinds[-4:] == ["text-end", "data-turn", "finish", "[DONE]"]
+    assert kinds.count("text-delta") > 3  # piece by piece, as the stand-in streams it
+    stored = messages(alice, trip)["messages"]
+    assert [m["role"] for m in stored] == ["user", "assistant"]
+    assert text_of(chunks) == stored[1]["content"]
+    assert stored[1]["content"].startswith(REPLY_PREFIX)
+    ids = chunks[-3]["data"]
+    assert ids == {
+        "tripId": trip,
+        "userMessageId": stored[0]["id"],
+        "assistantMessageId": stored[1]["id"],
+        "status": "completed",
+    }
+    assert chunks[0]["messageId"] == stored[1]["id"]
+    assert messages(alice, trip)["pendingReplies"] == []
+
+
+def test_default_chat_transport_body_and_its_retry_replays(
+    stream_url: str, api: Callable[[str], Client], backboard: BackboardStandIn
+) -> None:
+    alice = api("user_alice")
+    trip = new_trip(alice)
+    body = {
+        "id": trip,
+        "trigger": "submit-message",
+        "messageId": None,
+        "messages": [
+            {"id": "m0", "role": "user", "parts": [{"type": "text", "text": "Earlier"}]},
+            {"id": "m0a", "role": "assistant", "parts": [{"type": "text", "text": "Hi"}]},
+            {
+                "id": "m1",
+                "role": "user",
+                "parts": [{"type": "text", "text": "Porto "}, {"type": "text", "text": "too?"}],
+            },
+        ],
+    }
+    first = parse(post_stream(stream_url, alice, trip, body).text)
+    again = post_stream(stream_url, alice, trip, body)
+    assert again.headers["idempotent-replayed"] == "true"
+    assert text_of(parse(again.text)) == text_of(first)
+    stored = messages(alice, trip)["messages"]
+    assert [m["content"] for m in stored if m["role"] == "user"] == ["Porto too?"]
+    assert backboard.calls("add_message") == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "extra", "status", "code"),
+    [
+        ({"content": "   "}, {}, 422, "validation_error"),
+        ({"messages": []}, {}, 422, "validation_error"),
+        ({"messages": [{"role": "assistant", "parts": []}]}, {}, 422, "validation_error"),
+        ({"content": "x"}, {"idempotency-key": "has space"}, 422, "validation_error"),
+    ],
+)
+def test_bad_input_is_answered_before_the_stream(
+    stream_url: str,
+    api: Callable[[str], Client],
+    backboard: BackboardStandIn,
+    body: Any,
+    extra: dict[str, str],
+    status: int,
+    code: str,
+) -> None:
+    alice = api("user_alice")
+    trip = new_trip(alice)
+    response = post_stream(stream_url, alice, trip, body, **extra)
+    assert response.status_code == status
+    assert response.json()["error"]["code"] == code
+    assert messages(alice, trip)["messages"] == []
+    assert backboard.calls("add_message") == 0
+
+
+def test_auth_tenancy_and_rate_limit_before_the_stream(
+    stream_url: str,
+    api: Callable[[str], Client],
+    backboard: BackboardStandIn,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    alice, bob = api("user_alice"), api("user_bob")
+    trip = new_trip(alice)
+    anonymous = httpx.post(f"{stream_url}/sessions/{trip}/messages/stream", json={"content": "x"})
+    assert anonymous.status_code == 401
+    assert anonymous.json()["error"]["code"] == "unauthorized"
+    bobs = post_stream(stream_url, bob, trip, {"content": "x"})
+    assert bobs.status_code == 404
+    assert bobs.json()["error"]["code"] == "session_not_found"
+    not_json = httpx.post(
+        f"{stream_url}/sessions/{trip}/messages/stream",
+        content=b"x",
+        headers=headers(alice, **{"content-type": "text/plain"}),
+    )
+    assert not_json.status_code == 415
+    monkeypatch.setenv("MESSAGE_RATE_LIMIT_PER_MINUTE", "1")
+    config.reset_caches()
+    assert post_stream(stream_url, alice, trip, {"content": "one"}).status_code == 200
+    limited = post_stream(stream_url, alice, trip, {"content": "two"})
+    assert limited.status_code == 429
+    assert int(limited.headers["retry-after"]) >= 1
+    assert backboard.calls("add_message") == 1
+
+
+def test_a_client_that_leaves_does_not_stop_the_turn(
+    stream_url: str, api: Callable[[str], Client], backboard: BackboardStandIn
+) -> None:
+    backboard.stream_delay = 0.05
+    alice = api("user_alice")
+    trip = new_trip(alice)
+    with httpx.stream(
+        "POST",
+        f"{stream_url}/sessions/{trip}/messages/stream",
+        json={"content": "Leaving early"},
+        headers=headers(alice),
+        timeout=30,
+    ) as response:
+        for line in response.iter_lines():
+            if '"text-delta"' in line:
+                break  # one piece of text, then hang up
+    # Meanwhile the partial reply is visible, marked as in progress...
+    pending = wait_for(lambda: messages(alice, trip)["pendingReplies"])
+    assert pending[0]["status"] == "streaming"
+    # ...and the turn finishes and is stored once.
+    stored = wait_for(
+        lambda: [m for m in messages(alice, trip)["messages"] if m["role"] == "assistant"]
+    )
+    assert len(stored) == 1
+    assert stored[0]["content"].startswith(pending[0]["content"])
+    assert stored[0]["content"] == backboard.messages(backboard_thread(backboard))[-1]["content"]
+    assert messages(alice, trip)["pendingReplies"] == []
+
+
+def backboard_thread(backboard: BackboardStandIn) -> str:
+    (thread,) = backboard.threads()
+    return thread
+
+
+def test_failure_mid_stream_keeps_the_partial_and_a_retry_resumes(
+    stream_url: str, api: Callable[[str], Client], backboard: BackboardStandIn
+) -> None:
+    alice = api("user_alice")
+    trip = new_trip(alice)
+    backboard.inject("add_message", after_chunks=3)
+    key = {"idempotency-key": "k1"}
+    broken = parse(post_stream(stream_url, alice, trip, {"content": "Go"}, **key).text)
+    assert types(broken)[-2:] == ["error", "[DONE]"]
+    assert len(text_of(broken)) > 0
+    page = messages(alice, trip)
+    assert [m["role"] for m in page["messages"]] == ["user"]
+    (pending,) = page["pendingReplies"]
+    assert pending["status"] == "failed"
+    assert pending["content"] == text_of(broken)
+    retried = parse(post_stream(stream_url, alice, trip, {"content": "Go"}, **key).text)
+    assert types(retried)[-2:] == ["finish", "[DONE]"]
+    page = messages(alice, trip)
+    assert [m["role"] for m in page["messages"]] == ["user", "assistant"]
+    assert page["messages"][1]["content"] == text_of(retried)
+    assert page["pendingReplies"] == []
+    assert backboard.calls("add_message") == 2
+
+
+def test_resume_is_204_without_a_reply_in_flight_and_replays_one(
+    stream_url: str, api: Callable[[str], Client], backboard: BackboardStandIn
+) -> None:
+    alice = api("user_alice")
+    trip = new_trip(alice)
+    resume_url = f"{stream_url}/sessions/{trip}/messages/stream"
+    assert httpx.get(resume_url, headers=headers(alice)).status_code == 204
+    assert httpx.get(resume_url, headers=headers(api("user_bob"))).status_code == 404
+    backboard.stream_delay = 0.05
+    sent: dict[str, Chunks] = {}
+    sender = threading.Thread(
+        target=lambda: sent.update(
+            chunks=parse(post_stream(stream_url, alice, trip, {"content": "Resume me"}).text)
+        )
+    )
+    sender.start()
+    wait_for(lambda: messages(alice, trip)["pendingReplies"])
+    resumed = httpx.get(resume_url, headers=headers(alice), timeout=30)
+    sender.join(30)
+    assert resumed.status_code == 200
+    chunks = parse(resumed.text)
+    assert types(chunks)[-2:] == ["finish", "[DONE]"]
+    stored = messages(alice, trip)["messages"]
+    assert text_of(chunks) == stored[1]["content"] == text_of(sent["chunks"])
+    assert chunks[0]["messageId"] == stored[1]["id"]
+    assert httpx.get(resume_url, headers=headers(alice)).status_code == 204
+
+
+def test_stop_keeps_the_partial_and_ends_the_stream(
+    stream_url: str, api: Callable[[str], Client], backboard: BackboardStandIn
+) -> None:
+    alice = api("user_alice")
+    trip = new_trip(alice)
+    stream_path = f"{stream_url}/sessions/{trip}/messages/stream"
+    assert httpx.delete(stream_path, headers=headers(api("user_bob"))).status_code == 404
+    backboard.stream_delay = 0.1
+    sent: dict[str, Chunks] = {}
+    sender = threading.Thread(
+        target=lambda: sent.update(
+            chunks=parse(post_stream(stream_url, alice, trip, {"content": "Stop me"}).text)
+        )
+    )
+    sender.start()
+    wait_for(lambda: [p for p in messages(alice, trip)["pendingReplies"] if p["content"]])
+    assert httpx.delete(stream_path, headers=headers(alice)).status_code == 204
+    sender.join(30)
+    chunks = sent["chunks"]
+    assert types(chunks)[-2:] == ["finish", "[DONE]"]
+    assert chunks[-2]["finishReason"] == "other"
+    assert chunks[-3]["data"]["status"] == "stopped"
+    page = messages(alice, trip)
+    assert [m["role"] for m in page["messages"]] == ["user", "assistant"]
+    partial = page["messages"][1]["content"]
+    assert partial and text_of(chunks).startswith(partial)
+    full = f"{REPLY_PREFIX} Reply #1 to: Stop me"
+    assert partial != full
+    assert backboard.calls("cancel_run") == 1
+    assert page["pendingReplies"] == []
+    assert httpx.delete(stream_path, headers=headers(alice)).status_code == 204
