@@ -28,6 +28,7 @@ SECRETS_BY_ROLE = {
     "SessionsRole": {"DatabaseSecretArn", "BackboardApiKeySecretArn", "ClerkSecretKeySecretArn"},
     "MessagesRole": {"DatabaseSecretArn", "BackboardApiKeySecretArn", "ClerkSecretKeySecretArn"},
     "MigrateRole": {"DatabaseSecretArn"},
+    "StreamRole": {"DatabaseSecretArn", "BackboardApiKeySecretArn", "ClerkSecretKeySecretArn"},
 }
 
 
@@ -113,7 +114,7 @@ def test_migrations_run_before_the_api_functions_change() -> None:
     schema = resources["DatabaseSchema"]["Properties"]
     assert schema["ServiceToken"] == {"Fn::GetAtt": ["MigrateFunction", "Arn"]}
     assert {"Ref": "SharedLayer"} in schema.values()  # a new layer (new sql/) re-runs it
-    for name in ("ClerkWebhookFunction", "SessionsFunction", "MessagesFunction"):
+    for name in ("ClerkWebhookFunction", "SessionsFunction", "MessagesFunction", "StreamFunction"):
         assert resources[name]["DependsOn"] == "DatabaseSchema"
     variables = resources["MigrateFunction"]["Properties"]["Environment"]["Variables"]
     assert variables["MIGRATIONS_DIR"] == "/opt/sql"  # the layer's sql/, mounted at /opt
@@ -193,6 +194,10 @@ def test_package_builds_the_sam_layout(tmp_path: Path) -> None:
         )
     assert (layer / "python" / "psycopg" / "__init__.py").is_file()
     assert (layer / "python" / "psycopg_pool" / "__init__.py").is_file()
+    # The stream function: the Web Adapter runs run.sh, which starts uvicorn from the layer.
+    assert (tmp_path / "StreamFunction" / "run.sh").stat().st_mode & 0o111
+    for served_by in ("uvicorn", "starlette"):
+        assert (layer / "python" / served_by / "__init__.py").is_file()
     # The Lambda runtime provides the AWS SDK ...
     for provided in ("boto3", "botocore", "s3transfer"):
         assert not (layer / "python" / provided).exists(), provided
