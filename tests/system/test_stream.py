@@ -19,6 +19,7 @@ import uvicorn
 
 from dev.stack.apiclient import Client
 from dev.stack.backboard_standin import REPLY_PREFIX, BackboardStandIn
+from dev.stack.token_issuer import LocalIssuer
 from shared import config
 
 Chunks = list[Any]
@@ -344,3 +345,40 @@ def test_stop_keeps_the_partial_and_ends_the_stream(
     assert backboard.calls("cancel_run") == 1
     assert page["pendingReplies"] == []
     assert httpx.delete(stream_path, headers=headers(alice)).status_code == 204
+
+
+def test_make_dev_serves_the_stream_routes_on_its_own_port(
+    api_env: LocalIssuer, backboard: BackboardStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dev.stack.local_api import LocalApi
+
+    monkeypatch.setenv("CLERK_AUTHORIZED_PARTIES", "http://localhost:3000")
+    config.reset_caches()
+    alice = Client(api_env.mint("user_alice", email="a@example.test", azp="http://localhost:3000"))
+    trip = new_trip(alice)
+    server = LocalApi("127.0.0.1", 0).start()
+    try:
+        path = f"{server.base_url}/sessions/{trip}/messages/stream"
+        origin = {"origin": "http://localhost:3000"}
+        assert httpx.get(path, headers=headers(alice, **origin)).status_code == 204
+        with httpx.stream(
+            "POST", path, json={"content": "Via make dev"}, headers=headers(alice, **origin)
+        ) as response:
+            assert response.headers["transfer-encoding"] == "chunked"
+            assert response.headers["access-control-allow-origin"] == "http://localhost:3000"
+            assert response.headers["x-vercel-ai-ui-message-stream"] == "v1"
+            chunks = parse(response.read().decode())
+        assert types(chunks)[-2:] == ["finish", "[DONE]"]
+        assert text_of(chunks) == messages(alice, trip)["messages"][1]["content"]
+        preflight = httpx.options(
+            path,
+            headers={
+                **origin,
+                "access-control-request-method": "POST",
+                "access-control-request-headers": "authorization,content-type",
+            },
+        )
+        assert preflight.status_code == 204
+        assert "POST" in preflight.headers["access-control-allow-methods"]
+    finally:
+        server.stop()
