@@ -142,7 +142,7 @@ API on {base_url}  (Ctrl-C stops everything; Swagger UI: {base_url}/swagger)
   curl -s {base_url}/sessions/<id>/messages -H "Authorization: Bearer $TOKEN"
   curl -N -X POST {base_url}/sessions/<id>/messages/stream -H "Authorization: Bearer $TOKEN" \\
        -H 'content-type: application/json' -d '{{"content": "and a day trip?"}}'
-  Chat page (dev only): {base_url}/dev/chat
+  Chat page (dev only): {base_url}/dev/chat#token={bearer}
 """,
         flush=True,
     )
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
 
     # The port is taken before anything starts, so a busy one fails at once and plainly.
     try:
-        api = LocalApi(args.host, args.port, swagger=True)
+        api = LocalApi(args.host, args.port, swagger=True, chat_page=True)
     except PortInUseError:
         sys.exit(
             f"make dev: port {args.port} on {args.host} is already in use (another make dev?); "

@@ -17,6 +17,7 @@ import json
 import re
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -28,6 +29,9 @@ from dev.stack.worker import FunctionWorker
 
 DEFAULT_PORT = 8787  # not 3000: that is where a Next.js front end runs by default
 SWAGGER_PATH = "/swagger"
+# A minimal chat page (make dev only, never deployed) to watch replies stream.
+CHAT_PATH = "/dev/chat"
+CHAT_PAGE = Path(__file__).with_name("chat.html")
 # The function that serves Swagger UI under `make dev`: the webhook function is the one whose
 # handler asks for no token, and a browser opening the page has none.
 SWAGGER_FUNCTION = "ClerkWebhookFunction"
@@ -66,6 +70,7 @@ class LocalApi:
         *,
         swagger: bool = False,
         stream: bool = True,
+        chat_page: bool = False,
     ) -> None:
         self.routes = http_routes()
         specs = http_functions()
@@ -82,6 +87,7 @@ class LocalApi:
             for logical_id, spec in specs.items()
         }
         self.stream = StreamProcess() if stream else None
+        self.chat_page = chat_page
         self._serving = False
         try:
             self._server = LoopbackServer((host, port), self._request_handler())
@@ -224,6 +230,14 @@ class LocalApi:
             def _serve(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
+                if api.chat_page and (self.command, self.path) == ("GET", CHAT_PATH):
+                    page = CHAT_PAGE.read_bytes()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/html; charset=utf-8")
+                    self.send_header("Content-Length", str(len(page)))
+                    self.end_headers()
+                    self.wfile.write(page)
+                    return
                 streamed = api.stream is not None and self.command != "OPTIONS"
                 if streamed and STREAM_ROUTE.fullmatch(self.path.split("?")[0]):
                     self._forward(body)
