@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -32,7 +33,13 @@ from shared.domain import streaming
 from shared.domain.users import Viewer
 from shared.errors import AppError, ValidationFailed
 from shared.http import ui_stream
-from shared.http.api import check_body, describe_errors, error_headers, viewer_from_headers
+from shared.http.api import (
+    IDEMPOTENCY_KEY_PATTERN,
+    check_body,
+    describe_errors,
+    error_headers,
+    viewer_from_headers,
+)
 from shared.models import StreamMessageRequest
 
 logger = Logger(service="stream")
@@ -102,7 +109,7 @@ async def send(request: Request) -> Response:
     except ValidationError as exc:
         raise ValidationFailed(describe_errors(list(exc.errors()))) from exc
     key = request.headers.get("idempotency-key") or message.ui_message_key()
-    if key is not None and not _printable_key(key):
+    if key is not None and not re.fullmatch(IDEMPOTENCY_KEY_PATTERN, key):
         raise ValidationFailed("idempotency-key: 1-255 printable ASCII characters, no spaces")
     content = message.text()
     started = await anyio.to_thread.run_sync(streaming.begin, viewer, trip_id, content, key)
@@ -134,10 +141,6 @@ async def stop(request: Request) -> Response:
 async def health(_: Request) -> Response:
     # The Lambda Web Adapter's readiness check (AWS_LWA_READINESS_CHECK_PATH).
     return Response(status_code=204)
-
-
-def _printable_key(key: str) -> bool:
-    return 1 <= len(key) <= 255 and all(0x21 <= ord(c) <= 0x7E for c in key)
 
 
 class _Stream(Response):

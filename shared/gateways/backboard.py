@@ -126,18 +126,8 @@ class BackboardGateway:
 
     def add_message(self, thread_id: str, content: str) -> str:
         """Send the traveller's message on the trip's thread and return the reply text."""
-        settings = get_settings()
         response = self._run(
-            "add_message",
-            self._client.add_message(
-                thread_id,
-                content=content,
-                memory=MEMORY_MODE,
-                stream=False,
-                llm_provider=settings.backboard_llm_provider,
-                model_name=settings.backboard_model_name,
-            ),
-            thread_id=thread_id,
+            "add_message", self._add_message(thread_id, content, stream=False), thread_id=thread_id
         )
         # A ChatMessagesResponse: .content and .status read the last message of the run.
         status = getattr(response, "status", None)
@@ -158,20 +148,29 @@ class BackboardGateway:
     def stream_message(self, thread_id: str, content: str) -> ReplyStream:
         """Send the traveller's message on the trip's thread and read the reply as Backboard
         writes it (nothing is sent until the first read)."""
-        settings = get_settings()
 
         async def open_stream() -> AsyncIterator[dict[str, Any]]:
-            events: AsyncIterator[dict[str, Any]] = await self._client.add_message(
-                thread_id,
-                content=content,
-                memory=MEMORY_MODE,
-                stream=True,
-                llm_provider=settings.backboard_llm_provider,
-                model_name=settings.backboard_model_name,
+            events: AsyncIterator[dict[str, Any]] = await self._add_message(
+                thread_id, content, stream=True
             )
             return events
 
         return ReplyStream(self, open_stream, thread_id)
+
+    def _add_message(
+        self, thread_id: str, content: str, *, stream: bool
+    ) -> Coroutine[Any, Any, Any]:
+        """The SDK's add_message as this backend sends it (memory "Auto", the set model)."""
+        settings = get_settings()
+        call: Coroutine[Any, Any, Any] = self._client.add_message(
+            thread_id,
+            content=content,
+            memory=MEMORY_MODE,
+            stream=stream,
+            llm_provider=settings.backboard_llm_provider,
+            model_name=settings.backboard_model_name,
+        )
+        return call
 
     def cancel_run(self, thread_id: str, run_id: str) -> None:
         """Stop a run Backboard is still writing (a no-op for one that ended)."""

@@ -45,6 +45,10 @@ logger = Logger(child=True)
 warnings.filterwarnings("ignore", message="No application metrics to publish")
 
 
+# An Idempotency-Key header: 1-255 printable ASCII characters, no spaces.
+IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"
+
+
 class ErrorDetail(BaseModel):
     code: str
     message: str

@@ -98,6 +98,20 @@ def post_stream(url: str, client: Client, trip_id: str, body: Any, **extra: str)
     )
 
 
+def send_in_background(
+    url: str, client: Client, trip_id: str, content: str
+) -> tuple[threading.Thread, dict[str, Chunks]]:
+    """A streamed send in a thread, started; its chunks land in the dict under "chunks"."""
+    sent: dict[str, Chunks] = {}
+    sender = threading.Thread(
+        target=lambda: sent.update(
+            chunks=parse(post_stream(url, client, trip_id, {"content": content}).text)
+        )
+    )
+    sender.start()
+    return sender, sent
+
+
 def messages(client: Client, trip_id: str) -> dict[str, Any]:
     reply = client.call("GET", f"/sessions/{trip_id}/messages")
     assert reply.status == 200
@@ -295,13 +309,7 @@ def test_resume_is_204_without_a_reply_in_flight_and_replays_one(
     assert httpx.get(resume_url, headers=headers(alice)).status_code == 204
     assert httpx.get(resume_url, headers=headers(api("user_bob"))).status_code == 404
     backboard.stream_delay = 0.05
-    sent: dict[str, Chunks] = {}
-    sender = threading.Thread(
-        target=lambda: sent.update(
-            chunks=parse(post_stream(stream_url, alice, trip, {"content": "Resume me"}).text)
-        )
-    )
-    sender.start()
+    sender, sent = send_in_background(stream_url, alice, trip, "Resume me")
     wait_for(lambda: messages(alice, trip)["pendingReplies"])
     resumed = httpx.get(resume_url, headers=headers(alice), timeout=30)
     sender.join(30)
@@ -322,13 +330,7 @@ def test_stop_keeps_the_partial_and_ends_the_stream(
     stream_path = f"{stream_url}/sessions/{trip}/messages/stream"
     assert httpx.delete(stream_path, headers=headers(api("user_bob"))).status_code == 404
     backboard.stream_delay = 0.1
-    sent: dict[str, Chunks] = {}
-    sender = threading.Thread(
-        target=lambda: sent.update(
-            chunks=parse(post_stream(stream_url, alice, trip, {"content": "Stop me"}).text)
-        )
-    )
-    sender.start()
+    sender, sent = send_in_background(stream_url, alice, trip, "Stop me")
     wait_for(lambda: [p for p in messages(alice, trip)["pendingReplies"] if p["content"]])
     assert httpx.delete(stream_path, headers=headers(alice)).status_code == 204
     sender.join(30)

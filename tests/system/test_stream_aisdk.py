@@ -63,17 +63,20 @@ def run_peer(peer: Path, *args: str) -> dict[str, Any]:
     return result
 
 
-def test_the_ai_sdk_reads_the_stream_and_its_text_is_the_stored_reply(
-    aisdk: Path,
-    stream_url: str,
-    api: Callable[[str], Client],
-    backboard: BackboardStandIn,
-) -> None:
+@pytest.fixture
+def chat(stream_url: str, api: Callable[[str], Client]) -> tuple[Client, str, str, str]:
+    """Alice, her new trip's id, its stream URL and her token."""
     alice = api("user_alice")
     trip = new_trip(alice)
-    url = f"{stream_url}/sessions/{trip}/messages/stream"
     assert alice.token is not None
-    got = run_peer(aisdk, "send", url, alice.token, trip, "Lisbon, three days", "msg-1")
+    return alice, trip, f"{stream_url}/sessions/{trip}/messages/stream", alice.token
+
+
+def test_the_ai_sdk_reads_the_stream_and_its_text_is_the_stored_reply(
+    aisdk: Path, chat: tuple[Client, str, str, str], backboard: BackboardStandIn
+) -> None:
+    alice, trip, url, token = chat
+    got = run_peer(aisdk, "send", url, token, trip, "Lisbon, three days", "msg-1")
     assert got["error"] is None
     stored = messages(alice, trip)["messages"]
     assert [m["role"] for m in stored] == ["user", "assistant"]
@@ -87,30 +90,24 @@ def test_the_ai_sdk_reads_the_stream_and_its_text_is_the_stored_reply(
         "status": "completed",
     }
     # Sent again (the SDK's retry keeps the message id): the same turn, replayed.
-    again = run_peer(aisdk, "send", url, alice.token, trip, "Lisbon, three days", "msg-1")
+    again = run_peer(aisdk, "send", url, token, trip, "Lisbon, three days", "msg-1")
     assert again["text"] == got["text"]
     assert backboard.calls("add_message") == 1
     assert len(messages(alice, trip)["messages"]) == 2
 
 
 def test_the_ai_sdk_resumes_a_reply_in_flight(
-    aisdk: Path,
-    stream_url: str,
-    api: Callable[[str], Client],
-    backboard: BackboardStandIn,
+    aisdk: Path, chat: tuple[Client, str, str, str], backboard: BackboardStandIn
 ) -> None:
-    alice = api("user_alice")
-    trip = new_trip(alice)
-    url = f"{stream_url}/sessions/{trip}/messages/stream"
-    assert alice.token is not None
-    assert run_peer(aisdk, "resume", url, alice.token, trip) == {"nothingInFlight": True}
+    alice, trip, url, token = chat
+    assert run_peer(aisdk, "resume", url, token, trip) == {"nothingInFlight": True}
     backboard.stream_delay = 0.3  # long enough for node to start and reconnect mid-reply
     sender = threading.Thread(
-        target=run_peer, args=(aisdk, "send", url, alice.token, trip, "Porto after", "msg-2")
+        target=run_peer, args=(aisdk, "send", url, token, trip, "Porto after", "msg-2")
     )
     sender.start()
     wait_for(lambda: messages(alice, trip)["pendingReplies"])
-    resumed = run_peer(aisdk, "resume", url, alice.token, trip)
+    resumed = run_peer(aisdk, "resume", url, token, trip)
     sender.join(60)
     stored = messages(alice, trip)["messages"]
     assert resumed["error"] is None
