@@ -135,6 +135,8 @@ class BackboardStandIn:
         self.state_file = state_file
         # Seconds between the pieces of a streamed reply (settable while serving).
         self.stream_delay = stream_delay
+        # When each piece of the latest streamed reply left (time.perf_counter(), benchmarks).
+        self.sent_at: list[float] = []
         self._port = port
         self._seed = seed
         self._lock = threading.Lock()
@@ -673,10 +675,13 @@ class BackboardStandIn:
                     self.send_header("Content-Type", "text/event-stream")
                     self.send_header("Transfer-Encoding", "chunked")
                     self.end_headers()
+                    standin.sent_at = sent = []
                     for event in events.events:
                         data = f"data: {json.dumps(event)}\n\n".encode()
                         self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
                         self.wfile.flush()
+                        if event["type"] == "content_streaming":
+                            sent.append(time.perf_counter())
                     self.wfile.write(b"0\r\n\r\n")
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client stopped reading

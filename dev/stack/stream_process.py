@@ -8,9 +8,11 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import httpx
+import uvicorn
 
 from dev.stack.template import REPO
 
@@ -73,3 +75,31 @@ class StreamProcess:
                 self._process.kill()
                 self._process.wait(5)
             self._process = None
+
+
+class InThreadStreamServer:
+    """functions/stream's app on uvicorn in a thread of this process (tests and benchmarks:
+    it shares their settings, pool and Backboard gateway); `with` yields its base URL."""
+
+    def __init__(self) -> None:
+        from functions.stream.app import create_app
+
+        self._server = uvicorn.Server(
+            uvicorn.Config(
+                create_app(), host="127.0.0.1", port=0, log_level="warning", lifespan="off"
+            )
+        )
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.01)
+        port = self._server.servers[0].sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.should_exit = True
+        self._thread.join(10)

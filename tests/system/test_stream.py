@@ -15,42 +15,14 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from dev.stack.apiclient import Client
 from dev.stack.backboard_standin import REPLY_PREFIX, BackboardStandIn
+from dev.stack.stream_process import InThreadStreamServer
 from dev.stack.token_issuer import LocalIssuer
 from shared import config
 
 Chunks = list[Any]
-
-
-class StreamServer:
-    """functions/stream's app on uvicorn, in a thread of the test process (so it shares the
-    test's settings, pool and Backboard gateway)."""
-
-    def __init__(self) -> None:
-        from functions.stream.app import create_app
-
-        self._server = uvicorn.Server(
-            uvicorn.Config(
-                create_app(), host="127.0.0.1", port=0, log_level="warning", lifespan="off"
-            )
-        )
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-
-    def __enter__(self) -> str:
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.01)
-        port = self._server.servers[0].sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.should_exit = True
-        self._thread.join(10)
 
 
 @pytest.fixture
@@ -58,7 +30,7 @@ def stream_url(api: Callable[[str], Client], monkeypatch: pytest.MonkeyPatch) ->
     # Several requests at once in one process (a stream and its stop, or its resume).
     monkeypatch.setenv("DB_POOL_MAX_SIZE", "4")
     config.reset_caches()
-    with StreamServer() as url:
+    with InThreadStreamServer() as url:
         yield url
 
 
