@@ -120,6 +120,22 @@ async def _drain(queue: asyncio.Queue[Event]) -> AsyncIterator[Event]:
 
 
 async def _run_turn(viewer: Viewer, begun: chat.Begun, emit: Callable[[Event], None]) -> None:
+    """Run the turn; whatever happens, its listener hears how it ended."""
+    ended = False
+
+    def tell(event: Event) -> None:
+        nonlocal ended
+        ended = ended or isinstance(event, Ended)
+        emit(event)
+
+    try:
+        await _turn(viewer, begun, tell)
+    finally:
+        if not ended:  # a failure while handling a failure (the database gone as well)
+            emit(Ended("failed", AppError()))
+
+
+async def _turn(viewer: Viewer, begun: chat.Begun, emit: Callable[[Event], None]) -> None:
     """Ask Backboard, pass each piece on, keep the reply as it grows, store it at the end."""
     settings_lease = begun.lease_seconds
     parts: list[str] = []

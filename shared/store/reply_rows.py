@@ -131,15 +131,16 @@ def fail_reply(
 
 
 # A LATERAL subquery for statements that read a trip `s`: its unfinished replies as one JSON
-# array (newest first), so a page of messages shows them in the same round trip.
+# array, the newest ten at most, so a page of messages shows them in the same round trip.
 PENDING_REPLIES: LiteralString = (
-    "SELECT coalesce(json_agg(json_build_object("
-    "'user_message_id', r.user_message_id, 'assistant_message_id', r.assistant_message_id, "
-    f"'status', {_SEEN_STATUS}, 'content', r.content, 'updated_at', r.updated_at"
-    ") ORDER BY r.started_at DESC), '[]') AS pending "
-    "FROM tripchat.reply_stream r JOIN tripchat.message_turn t ON t.user_id = r.user_id "
-    "AND t.idempotency_key = r.idempotency_key "
-    "WHERE r.session_id = s.\"id\" AND r.status <> 'stopped'"
+    "SELECT coalesce(json_agg(p ORDER BY p.started_at DESC), '[]') AS pending FROM ("
+    " SELECT r.user_message_id, r.assistant_message_id, r.content, r.updated_at, r.started_at, "
+    f" {_SEEN_STATUS} AS status "
+    " FROM tripchat.reply_stream r JOIN tripchat.message_turn t ON t.user_id = r.user_id "
+    " AND t.idempotency_key = r.idempotency_key "
+    " WHERE r.session_id = s.\"id\" AND r.status <> 'stopped' "
+    " ORDER BY r.started_at DESC LIMIT 10"
+    ") p"
 )
 
 

@@ -356,3 +356,21 @@ def test_make_dev_serves_the_stream_routes_on_its_own_port(
         assert "POST" in preflight.headers["access-control-allow-methods"]
     finally:
         server.stop()
+
+
+def test_a_trip_deleted_mid_reply_goes_with_its_streamed_reply(
+    stream_url: str,
+    api: Callable[[str], Client],
+    backboard: BackboardStandIn,
+    admin_conn: Any,
+) -> None:
+    alice = api("user_alice")
+    trip = new_trip(alice)
+    backboard.stream_delay = 0.1
+    sender, sent = send_in_background(stream_url, alice, trip, "Delete me")
+    wait_for(lambda: [p for p in messages(alice, trip)["pendingReplies"] if p["content"]])
+    assert alice.call("DELETE", f"/sessions/{trip}").status == 204
+    sender.join(30)
+    assert types(sent["chunks"])[-1] == "[DONE]"  # the stream ended, it did not hang
+    rows = admin_conn.execute("SELECT count(*) FROM tripchat.reply_stream").fetchone()
+    assert rows == (0,)
