@@ -124,7 +124,7 @@ class UiMessage(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
     id: str | None = Field(default=None, max_length=200)
     role: str
-    parts: list[UiMessagePart] = Field(default_factory=list, max_length=100)
+    parts: list[UiMessagePart] = Field(default_factory=list)
 
 
 class StreamMessageRequest(BaseModel):
@@ -135,7 +135,8 @@ class StreamMessageRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True)
     content: Content | None = None
-    messages: list[UiMessage] | None = Field(default=None, max_length=1000)
+    # The whole conversation, as the transport sends it by default; MAX_BODY_BYTES bounds it.
+    messages: list[UiMessage] | None = None
 
     @model_validator(mode="after")
     def _has_text(self) -> StreamMessageRequest:

@@ -37,7 +37,7 @@ CHAT_PAGE = Path(__file__).with_name("chat.html")
 SWAGGER_FUNCTION = "ClerkWebhookFunction"
 # The stream function's routes (its own Function URL in AWS): forwarded to its server, their
 # responses streamed through as they come.
-STREAM_ROUTE = re.compile(r"/sessions/[^/]+/messages/stream")
+STREAM_ROUTE = re.compile(r"/sessions/[^/]+/messages/stream(/stop)?")
 # Hop-by-hop headers, never forwarded (RFC 9110, 7.6.1).
 HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "host"}

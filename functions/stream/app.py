@@ -2,7 +2,7 @@
 
 POST /sessions/{id}/messages/stream   send a message; the reply streams (useChat's transport)
 GET  /sessions/{id}/messages/stream   resume: the reply in flight, replayed then live; 204 if none
-DELETE /sessions/{id}/messages/stream stop the reply in flight (204)
+POST /sessions/{id}/messages/stream/stop   stop the reply in flight (204)
 
 An ASGI app (Starlette on uvicorn). In AWS the Lambda Web Adapter runs it behind a Function URL
 in RESPONSE_STREAM mode: Python's managed runtime cannot stream a response by itself. Every
@@ -29,6 +29,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 import shared.gateways.auth  # noqa: F401  (every request verifies a token: load it at start)
+from functions.stream.docs import STOP_PATH, STREAM_PATH
 from shared.domain import streaming
 from shared.domain.users import Viewer
 from shared.errors import AppError, ValidationFailed
@@ -44,7 +45,6 @@ from shared.models import StreamMessageRequest
 
 logger = Logger(service="stream")
 
-STREAM_PATH = "/sessions/{id}/messages/stream"
 TRIP_ID_MAX = 100
 
 
@@ -108,9 +108,10 @@ async def send(request: Request) -> Response:
         message = StreamMessageRequest.model_validate(body)
     except ValidationError as exc:
         raise ValidationFailed(describe_errors(list(exc.errors()))) from exc
-    key = request.headers.get("idempotency-key") or message.ui_message_key()
+    key = request.headers.get("idempotency-key")  # present but empty is invalid, not absent
     if key is not None and not re.fullmatch(IDEMPOTENCY_KEY_PATTERN, key):
         raise ValidationFailed("idempotency-key: 1-255 printable ASCII characters, no spaces")
+    key = key or message.ui_message_key()
     content = message.text()
     started = await anyio.to_thread.run_sync(streaming.begin, viewer, trip_id, content, key)
     if isinstance(started, streaming.Replayed):
@@ -174,7 +175,7 @@ class _Stream(Response):
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     if isinstance(exc, HTTPException) and exc.status_code == 405:
-        allowed = "DELETE, GET, POST"
+        allowed = "POST" if request.url.path.endswith("/stop") else "GET, POST"
         return _error(
             405,
             "method_not_allowed",
@@ -189,7 +190,7 @@ def create_app() -> Starlette:
         routes=[
             Route(STREAM_PATH, _guarded(send), methods=["POST"]),
             Route(STREAM_PATH, _guarded(resume), methods=["GET"]),
-            Route(STREAM_PATH, _guarded(stop), methods=["DELETE"]),
+            Route(STOP_PATH, _guarded(stop), methods=["POST"]),
             Route("/healthz", health, methods=["GET"]),
         ],
         exception_handlers={HTTPException: _http_error},

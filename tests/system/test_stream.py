@@ -165,6 +165,7 @@ def test_default_chat_transport_body_and_its_retry_replays(
         ({"messages": []}, {}, 422, "validation_error"),
         ({"messages": [{"role": "assistant", "parts": []}]}, {}, 422, "validation_error"),
         ({"content": "x"}, {"idempotency-key": "has space"}, 422, "validation_error"),
+        ({"content": "x"}, {"idempotency-key": ""}, 422, "validation_error"),
     ],
 )
 def test_bad_input_is_answered_before_the_stream(
@@ -299,12 +300,12 @@ def test_stop_keeps_the_partial_and_ends_the_stream(
 ) -> None:
     alice = api("user_alice")
     trip = new_trip(alice)
-    stream_path = f"{stream_url}/sessions/{trip}/messages/stream"
-    assert httpx.delete(stream_path, headers=headers(api("user_bob"))).status_code == 404
+    stop_url = f"{stream_url}/sessions/{trip}/messages/stream/stop"
+    assert httpx.post(stop_url, headers=headers(api("user_bob"))).status_code == 404
     backboard.stream_delay = 0.1
     sender, sent = send_in_background(stream_url, alice, trip, "Stop me")
     wait_for(lambda: [p for p in messages(alice, trip)["pendingReplies"] if p["content"]])
-    assert httpx.delete(stream_path, headers=headers(alice)).status_code == 204
+    assert httpx.post(stop_url, headers=headers(alice)).status_code == 204
     sender.join(30)
     chunks = sent["chunks"]
     assert types(chunks)[-2:] == ["finish", "[DONE]"]
@@ -318,7 +319,7 @@ def test_stop_keeps_the_partial_and_ends_the_stream(
     assert partial != full
     assert backboard.calls("cancel_run") == 1
     assert page["pendingReplies"] == []
-    assert httpx.delete(stream_path, headers=headers(alice)).status_code == 204
+    assert httpx.post(stop_url, headers=headers(alice)).status_code == 204
 
 
 def test_make_dev_serves_the_stream_routes_on_its_own_port(
