@@ -65,7 +65,7 @@ def _guarded(handler: Handler) -> Handler:
     """Sign-in first, then the handler; every error becomes the one JSON error shape."""
 
     async def guarded(request: Request) -> Response:
-        correlation = request.headers.get("x-amzn-request-id") or str(uuid.uuid4())
+        correlation = _request_id(request)
         logger.set_correlation_id(correlation)
         try:
             _check_trip_id(request.path_params["id"])
@@ -79,6 +79,16 @@ def _guarded(handler: Handler) -> Handler:
         return response
 
     return guarded
+
+
+def _request_id(request: Request) -> str:
+    """The Function URL's request id, which the Web Adapter forwards in x-amzn-request-context
+    (the other functions log API Gateway's the same way); a fresh one elsewhere."""
+    try:
+        context = json.loads(request.headers.get("x-amzn-request-context") or "{}")
+        return str(context.get("requestId") or uuid.uuid4())
+    except (ValueError, AttributeError):
+        return str(uuid.uuid4())
 
 
 def _check_trip_id(trip_id: str) -> None:

@@ -375,3 +375,23 @@ def test_a_trip_deleted_mid_reply_goes_with_its_streamed_reply(
     assert types(sent["chunks"])[-1] == "[DONE]"  # the stream ended, it did not hang
     rows = admin_conn.execute("SELECT count(*) FROM tripchat.reply_stream").fetchone()
     assert rows == (0,)
+
+
+def test_the_request_id_is_the_function_urls(
+    stream_url: str, api: Callable[[str], Client], backboard: BackboardStandIn
+) -> None:
+    alice = api("user_alice")
+    trip = new_trip(alice)
+    context = json.dumps({"requestId": "req-from-lambda", "http": {"method": "GET"}})
+    resumed = httpx.get(
+        f"{stream_url}/sessions/{trip}/messages/stream",
+        headers=headers(alice, **{"x-amzn-request-context": context}),
+    )
+    assert resumed.status_code == 204
+    assert resumed.headers["x-request-id"] == "req-from-lambda"
+    unknown = httpx.get(f"{stream_url}/sessions/{trip}/messages/streams", headers=headers(alice))
+    assert unknown.status_code == 404
+    assert unknown.json()["error"]["code"] == "not_found"
+    wrong = httpx.put(f"{stream_url}/sessions/{trip}/messages/stream", headers=headers(alice))
+    assert wrong.status_code == 405
+    assert wrong.headers["allow"] == "GET, POST"
