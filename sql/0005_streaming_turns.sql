@@ -34,3 +34,5 @@ CREATE TABLE tripchat.reply_stream (
 );
 -- A trip's replies in flight (resume, GET messages), newest first.
 CREATE INDEX reply_stream_session_idx ON tripchat.reply_stream (session_id, started_at);
+-- A stopped reply, by the message it became (a replayed turn says it was stopped).
+CREATE INDEX reply_stream_assistant_message_idx ON tripchat.reply_stream (assistant_message_id);

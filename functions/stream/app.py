@@ -125,9 +125,7 @@ async def send(request: Request) -> Response:
     content = message.text()
     started = await anyio.to_thread.run_sync(streaming.begin, viewer, trip_id, content, key)
     if isinstance(started, streaming.Replayed):
-        return _Stream(
-            ui_stream.replay(started.ids, started.reply), {"Idempotent-Replayed": "true"}
-        )
+        return _Stream(ui_stream.replay(started), {"Idempotent-Replayed": "true"})
     ids, launch = await anyio.to_thread.run_sync(streaming.start, viewer, started)
     live = launch()
     return _Stream(ui_stream.encode(ids, live.events))

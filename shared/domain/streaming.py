@@ -63,6 +63,7 @@ class Replayed:
 
     ids: StreamIds
     reply: str
+    status: Literal["completed", "stopped"] = "completed"
 
 
 @dataclass(frozen=True)
@@ -79,8 +80,11 @@ def begin(
     """Every check of a send, before anything streams (404, 409, 429, 503 raise here)."""
     started = chat.begin_turn(viewer, trip_id, content, idempotency_key)
     if isinstance(started, chat.Turn):
-        ids = StreamIds(trip_id, started.user_message.id, started.assistant_message.id)
-        return Replayed(ids, started.assistant_message.content)
+        reply = started.assistant_message
+        ids = StreamIds(trip_id, started.user_message.id, reply.id)
+        # A stopped reply stays marked as such (a rare path: one more statement is fine).
+        stopped = db.read(lambda conn: reply_rows.was_stopped(conn, reply.id))
+        return Replayed(ids, reply.content, "stopped" if stopped else "completed")
     return started
 
 

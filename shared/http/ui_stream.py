@@ -12,7 +12,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from shared.domain.streaming import Delta, Ended, Event, StreamIds
+from shared.domain.streaming import Delta, Ended, Event, Replayed, StreamIds
 
 HEADERS = {
     "content-type": "text/event-stream",
@@ -67,12 +67,12 @@ async def encode(ids: StreamIds, events: AsyncIterator[Event]) -> AsyncIterator[
     yield DONE
 
 
-async def replay(ids: StreamIds, reply: str) -> AsyncIterator[bytes]:
+async def replay(replayed: Replayed) -> AsyncIterator[bytes]:
     """A finished turn's stored reply, as one stream."""
 
     async def events() -> AsyncIterator[Event]:
-        yield Delta(reply)
-        yield Ended("completed")
+        yield Delta(replayed.reply)
+        yield Ended(replayed.status)
 
-    async for part in encode(ids, events()):
+    async for part in encode(replayed.ids, events()):
         yield part

@@ -234,6 +234,17 @@ def reply_state(conn: Connection, *, user_id: str, idempotency_key: str) -> Repl
     return ReplyState(row["status"], str(row["content"]))
 
 
+def was_stopped(conn: Connection, assistant_message_id: str) -> bool:
+    """Whether this stored reply is one a traveller stopped (its text is partial)."""
+    row = fetch_record(
+        conn,
+        "SELECT 1 FROM tripchat.reply_stream WHERE assistant_message_id = %s "
+        "AND status = 'stopped'",
+        (assistant_message_id,),
+    )
+    return row is not None
+
+
 @dataclass(frozen=True)
 class Stopped:
     trip_found: bool

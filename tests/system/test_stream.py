@@ -71,13 +71,13 @@ def post_stream(url: str, client: Client, trip_id: str, body: Any, **extra: str)
 
 
 def send_in_background(
-    url: str, client: Client, trip_id: str, content: str
+    url: str, client: Client, trip_id: str, content: str, **extra: str
 ) -> tuple[threading.Thread, dict[str, Chunks]]:
     """A streamed send in a thread, started; its chunks land in the dict under "chunks"."""
     sent: dict[str, Chunks] = {}
     sender = threading.Thread(
         target=lambda: sent.update(
-            chunks=parse(post_stream(url, client, trip_id, {"content": content}).text)
+            chunks=parse(post_stream(url, client, trip_id, {"content": content}, **extra).text)
         )
     )
     sender.start()
@@ -303,7 +303,9 @@ def test_stop_keeps_the_partial_and_ends_the_stream(
     stop_url = f"{stream_url}/sessions/{trip}/messages/stream/stop"
     assert httpx.post(stop_url, headers=headers(api("user_bob"))).status_code == 404
     backboard.stream_delay = 0.1
-    sender, sent = send_in_background(stream_url, alice, trip, "Stop me")
+    sender, sent = send_in_background(
+        stream_url, alice, trip, "Stop me", **{"idempotency-key": "s1"}
+    )
     wait_for(lambda: [p for p in messages(alice, trip)["pendingReplies"] if p["content"]])
     assert httpx.post(stop_url, headers=headers(alice)).status_code == 204
     sender.join(30)
@@ -319,6 +321,15 @@ def test_stop_keeps_the_partial_and_ends_the_stream(
     assert partial != full
     assert backboard.calls("cancel_run") == 1
     assert page["pendingReplies"] == []
+    # The same request again: the stopped reply, replayed and marked stopped.
+    again = post_stream(
+        stream_url, alice, trip, {"content": "Stop me"}, **{"idempotency-key": "s1"}
+    )
+    assert again.headers["idempotent-replayed"] == "true"
+    replayed = parse(again.text)
+    assert text_of(replayed) == partial
+    assert replayed[-3]["data"]["status"] == "stopped"
+    assert backboard.calls("add_message") == 1
     assert httpx.post(stop_url, headers=headers(alice)).status_code == 204
 
 
