@@ -218,15 +218,12 @@ def test_auth_tenancy_and_rate_limit_before_the_stream(
 def test_a_client_that_leaves_does_not_stop_the_turn(
     stream_url: str, api: Callable[[str], Client], backboard: BackboardStandIn
 ) -> None:
-    backboard.stream_delay = 0.05
+    backboard.stream_delay = 0.1
     alice = api("user_alice")
     trip = new_trip(alice)
+    url = f"{stream_url}/sessions/{trip}/messages/stream"
     with httpx.stream(
-        "POST",
-        f"{stream_url}/sessions/{trip}/messages/stream",
-        json={"content": "Leaving early"},
-        headers=headers(alice),
-        timeout=30,
+        "POST", url, json={"content": "Leaving early"}, headers=headers(alice), timeout=30
     ) as response:
         for line in response.iter_lines():
             if '"text-delta"' in line:
@@ -234,12 +231,14 @@ def test_a_client_that_leaves_does_not_stop_the_turn(
     # Meanwhile the partial reply is visible, marked as in progress...
     pending = wait_for(lambda: messages(alice, trip)["pendingReplies"])
     assert pending[0]["status"] == "streaming"
-    # ...and the turn finishes and is stored once.
-    stored = wait_for(
-        lambda: [m for m in messages(alice, trip)["messages"] if m["role"] == "assistant"]
-    )
+    # ...the client comes back and resumes it to its end...
+    resumed = parse(httpx.get(url, headers=headers(alice), timeout=30).text)
+    assert types(resumed)[-2:] == ["finish", "[DONE]"]
+    # ...and the turn is stored once.
+    stored = [m for m in messages(alice, trip)["messages"] if m["role"] == "assistant"]
     assert len(stored) == 1
     assert stored[0]["content"].startswith(pending[0]["content"])
+    assert stored[0]["content"] == text_of(resumed)
     assert stored[0]["content"] == backboard.messages(backboard_thread(backboard))[-1]["content"]
     assert messages(alice, trip)["pendingReplies"] == []
 
