@@ -218,7 +218,7 @@ def test_auth_tenancy_and_rate_limit_before_the_stream(
 def test_a_client_that_leaves_does_not_stop_the_turn(
     stream_url: str, api: Callable[[str], Client], backboard: BackboardStandIn
 ) -> None:
-    backboard.stream_delay = 0.1
+    backboard.stream_delay = 0.2  # room for the test to act mid-reply on a busy machine
     alice = api("user_alice")
     trip = new_trip(alice)
     url = f"{stream_url}/sessions/{trip}/messages/stream"
@@ -280,7 +280,7 @@ def test_resume_is_204_without_a_reply_in_flight_and_replays_one(
     resume_url = f"{stream_url}/sessions/{trip}/messages/stream"
     assert httpx.get(resume_url, headers=headers(alice)).status_code == 204
     assert httpx.get(resume_url, headers=headers(api("user_bob"))).status_code == 404
-    backboard.stream_delay = 0.05
+    backboard.stream_delay = 0.2  # room for the test to act mid-reply on a busy machine
     sender, sent = send_in_background(stream_url, alice, trip, "Resume me")
     wait_for(lambda: messages(alice, trip)["pendingReplies"])
     resumed = httpx.get(resume_url, headers=headers(alice), timeout=30)
@@ -301,7 +301,7 @@ def test_stop_keeps_the_partial_and_ends_the_stream(
     trip = new_trip(alice)
     stop_url = f"{stream_url}/sessions/{trip}/messages/stream/stop"
     assert httpx.post(stop_url, headers=headers(api("user_bob"))).status_code == 404
-    backboard.stream_delay = 0.1
+    backboard.stream_delay = 0.2  # room for the test to act mid-reply on a busy machine
     sender, sent = send_in_background(
         stream_url, alice, trip, "Stop me", **{"idempotency-key": "s1"}
     )
@@ -377,7 +377,7 @@ def test_a_trip_deleted_mid_reply_goes_with_its_streamed_reply(
 ) -> None:
     alice = api("user_alice")
     trip = new_trip(alice)
-    backboard.stream_delay = 0.1
+    backboard.stream_delay = 0.2  # room for the test to act mid-reply on a busy machine
     sender, sent = send_in_background(stream_url, alice, trip, "Delete me")
     wait_for(lambda: [p for p in messages(alice, trip)["pendingReplies"] if p["content"]])
     assert alice.call("DELETE", f"/sessions/{trip}").status == 204
