@@ -155,13 +155,17 @@ async def _turn(viewer: Viewer, begun: chat.Begun, emit: Callable[[Event], None]
             reply = get_backboard().stream_message(thread_id, begun.content)
             first = await anext(reply, None)
         chunk = first
+        run_saved = False
         while chunk is not None:
             run_id = run_id or chunk.run_id
             if chunk.text:
                 parts.append(chunk.text)
                 emit(Delta(chunk.text))
-            if time.monotonic() - written_at >= FLUSH_SECONDS and parts:
-                written_at = time.monotonic()
+            # Written at a bounded rate, and at once when the run is first named: a stop can
+            # then cancel it at Backboard from the first moment.
+            due = time.monotonic() - written_at >= FLUSH_SECONDS and parts
+            if due or (run_id and not run_saved):
+                written_at, run_saved = time.monotonic(), run_id is not None
                 if not await _off_loop(_save, begun, "".join(parts), run_id, settings_lease):
                     await reply.aclose()
                     emit(Ended("stopped"))
