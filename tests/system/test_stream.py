@@ -405,3 +405,31 @@ def test_the_request_id_is_the_function_urls(
     wrong = httpx.put(f"{stream_url}/sessions/{trip}/messages/stream", headers=headers(alice))
     assert wrong.status_code == 405
     assert wrong.headers["allow"] == "GET, POST"
+
+
+def test_stopped_before_any_text_the_run_is_cancelled_and_the_turn_stays_open(
+    stream_url: str,
+    api: Callable[[str], Client],
+    backboard: BackboardStandIn,
+    admin_conn: Any,
+) -> None:
+    alice = api("user_alice")
+    trip = new_trip(alice)
+    backboard.stream_delay = 1.0  # the first piece comes a second after the run starts
+    key = {"idempotency-key": "early"}
+    sender, sent = send_in_background(stream_url, alice, trip, "Too soon", **key)
+    query = "SELECT run_id FROM tripchat.reply_stream WHERE run_id IS NOT NULL"
+    wait_for(lambda: admin_conn.execute(query).fetchone())
+    stop_url = f"{stream_url}/sessions/{trip}/messages/stream/stop"
+    assert httpx.post(stop_url, headers=headers(alice)).status_code == 204
+    sender.join(30)
+    assert sent["chunks"][-3]["data"]["status"] == "stopped"
+    assert backboard.calls("cancel_run") == 1
+    assert [m["role"] for m in messages(alice, trip)["messages"]] == ["user"]
+    # Nothing was said: the same request asks again, and this time gets its answer.
+    backboard.stream_delay = 0.0
+    again = parse(post_stream(stream_url, alice, trip, {"content": "Too soon"}, **key).text)
+    assert types(again)[-2:] == ["finish", "[DONE]"]
+    stored = messages(alice, trip)["messages"]
+    assert [m["role"] for m in stored] == ["user", "assistant"]
+    assert stored[1]["content"] == text_of(again)
