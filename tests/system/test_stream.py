@@ -34,6 +34,13 @@ def stream_url(api: Callable[[str], Client], monkeypatch: pytest.MonkeyPatch) ->
         yield url
 
 
+@pytest.fixture
+def alice_trip(api: Callable[[str], Client]) -> tuple[Client, str]:
+    """Alice, and a new trip of hers."""
+    alice = api("user_alice")
+    return alice, new_trip(alice)
+
+
 def new_trip(client: Client) -> str:
     reply = client.call("POST", "/sessions", body={"title": "Lisbon"})
     assert reply.status == 201
@@ -102,10 +109,9 @@ def wait_for(condition: Callable[[], Any], seconds: float = 10) -> Any:
 
 
 def test_reply_streams_as_ui_message_chunks_and_is_stored(
-    stream_url: str, api: Callable[[str], Client], backboard: BackboardStandIn
+    stream_url: str, alice_trip: tuple[Client, str], backboard: BackboardStandIn
 ) -> None:
-    alice = api("user_alice")
-    trip = new_trip(alice)
+    alice, trip = alice_trip
     response = post_stream(stream_url, alice, trip, {"content": "Three days of food markets"})
     assert response.status_code == 200
     assert response.headers["x-vercel-ai-ui-message-stream"] == "v1"
@@ -131,10 +137,9 @@ def test_reply_streams_as_ui_message_chunks_and_is_stored(
 
 
 def test_default_chat_transport_body_and_its_retry_replays(
-    stream_url: str, api: Callable[[str], Client], backboard: BackboardStandIn
+    stream_url: str, alice_trip: tuple[Client, str], backboard: BackboardStandIn
 ) -> None:
-    alice = api("user_alice")
-    trip = new_trip(alice)
+    alice, trip = alice_trip
     body = {
         "id": trip,
         "trigger": "submit-message",
@@ -170,15 +175,14 @@ def test_default_chat_transport_body_and_its_retry_replays(
 )
 def test_bad_input_is_answered_before_the_stream(
     stream_url: str,
-    api: Callable[[str], Client],
+    alice_trip: tuple[Client, str],
     backboard: BackboardStandIn,
     body: Any,
     extra: dict[str, str],
     status: int,
     code: str,
 ) -> None:
-    alice = api("user_alice")
-    trip = new_trip(alice)
+    alice, trip = alice_trip
     response = post_stream(stream_url, alice, trip, body, **extra)
     assert response.status_code == status
     assert response.json()["error"]["code"] == code
@@ -249,10 +253,9 @@ def backboard_thread(backboard: BackboardStandIn) -> str:
 
 
 def test_failure_mid_stream_keeps_the_partial_and_a_retry_resumes(
-    stream_url: str, api: Callable[[str], Client], backboard: BackboardStandIn
+    stream_url: str, alice_trip: tuple[Client, str], backboard: BackboardStandIn
 ) -> None:
-    alice = api("user_alice")
-    trip = new_trip(alice)
+    alice, trip = alice_trip
     backboard.inject("add_message", after_chunks=3)
     key = {"idempotency-key": "k1"}
     broken = parse(post_stream(stream_url, alice, trip, {"content": "Go"}, **key).text)
@@ -371,12 +374,11 @@ def test_make_dev_serves_the_stream_routes_on_its_own_port(
 
 def test_a_trip_deleted_mid_reply_goes_with_its_streamed_reply(
     stream_url: str,
-    api: Callable[[str], Client],
+    alice_trip: tuple[Client, str],
     backboard: BackboardStandIn,
     admin_conn: Any,
 ) -> None:
-    alice = api("user_alice")
-    trip = new_trip(alice)
+    alice, trip = alice_trip
     backboard.stream_delay = 0.2  # room for the test to act mid-reply on a busy machine
     sender, sent = send_in_background(stream_url, alice, trip, "Delete me")
     wait_for(lambda: [p for p in messages(alice, trip)["pendingReplies"] if p["content"]])
@@ -388,10 +390,9 @@ def test_a_trip_deleted_mid_reply_goes_with_its_streamed_reply(
 
 
 def test_the_request_id_is_the_function_urls(
-    stream_url: str, api: Callable[[str], Client], backboard: BackboardStandIn
+    stream_url: str, alice_trip: tuple[Client, str], backboard: BackboardStandIn
 ) -> None:
-    alice = api("user_alice")
-    trip = new_trip(alice)
+    alice, trip = alice_trip
     context = json.dumps({"requestId": "req-from-lambda", "http": {"method": "GET"}})
     resumed = httpx.get(
         f"{stream_url}/sessions/{trip}/messages/stream",
@@ -409,12 +410,11 @@ def test_the_request_id_is_the_function_urls(
 
 def test_stopped_before_any_text_the_run_is_cancelled_and_the_turn_stays_open(
     stream_url: str,
-    api: Callable[[str], Client],
+    alice_trip: tuple[Client, str],
     backboard: BackboardStandIn,
     admin_conn: Any,
 ) -> None:
-    alice = api("user_alice")
-    trip = new_trip(alice)
+    alice, trip = alice_trip
     backboard.stream_delay = 1.0  # the first piece comes a second after the run starts
     key = {"idempotency-key": "early"}
     sender, sent = send_in_background(stream_url, alice, trip, "Too soon", **key)
