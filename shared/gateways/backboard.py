@@ -17,7 +17,8 @@ import concurrent.futures
 import contextlib
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -125,18 +126,8 @@ class BackboardGateway:
 
     def add_message(self, thread_id: str, content: str) -> str:
         """Send the traveller's message on the trip's thread and return the reply text."""
-        settings = get_settings()
         response = self._run(
-            "add_message",
-            self._client.add_message(
-                thread_id,
-                content=content,
-                memory=MEMORY_MODE,
-                stream=False,
-                llm_provider=settings.backboard_llm_provider,
-                model_name=settings.backboard_model_name,
-            ),
-            thread_id=thread_id,
+            "add_message", self._add_message(thread_id, content, stream=False), thread_id=thread_id
         )
         # A ChatMessagesResponse: .content and .status read the last message of the run.
         status = getattr(response, "status", None)
@@ -153,6 +144,37 @@ class BackboardGateway:
             )
             raise UpstreamError("The assistant returned an empty reply.")
         return reply
+
+    def stream_message(self, thread_id: str, content: str) -> ReplyStream:
+        """Send the traveller's message on the trip's thread and read the reply as Backboard
+        writes it (nothing is sent until the first read)."""
+
+        async def open_stream() -> AsyncIterator[dict[str, Any]]:
+            events: AsyncIterator[dict[str, Any]] = await self._add_message(
+                thread_id, content, stream=True
+            )
+            return events
+
+        return ReplyStream(self, open_stream, thread_id)
+
+    def _add_message(
+        self, thread_id: str, content: str, *, stream: bool
+    ) -> Coroutine[Any, Any, Any]:
+        """The SDK's add_message as this backend sends it (memory "Auto", the set model)."""
+        settings = get_settings()
+        call: Coroutine[Any, Any, Any] = self._client.add_message(
+            thread_id,
+            content=content,
+            memory=MEMORY_MODE,
+            stream=stream,
+            llm_provider=settings.backboard_llm_provider,
+            model_name=settings.backboard_model_name,
+        )
+        return call
+
+    def cancel_run(self, thread_id: str, run_id: str) -> None:
+        """Stop a run Backboard is still writing (a no-op for one that ended)."""
+        self._run("cancel_run", self._client.cancel_run(thread_id, run_id), thread_id=thread_id)
 
     def close(self) -> None:
         """Close the SDK client and stop the loop. Never raises: it runs on reset paths."""
@@ -195,29 +217,10 @@ class BackboardGateway:
         missing_ok: bool = False,
         **ids: str,
     ) -> T:
-        from backboard.exceptions import BackboardError
-
         started = time.monotonic()
-        try:
-            future = self._submit(call)
-        except RuntimeError as exc:  # the loop was closed under us (a reset racing a call)
-            logger.warning("backboard loop is closed", extra={"operation": operation, **ids})
-            raise UpstreamUnavailable() from exc
-        try:
+        future = self._start(operation, call, ids)
+        with _failures(operation, ids, future, missing_ok=missing_ok):
             result = future.result(timeout=self._timeout + CALL_MARGIN_SECONDS)
-        except TimeoutError as exc:
-            future.cancel()
-            logger.warning("backboard call timed out", extra={"operation": operation, **ids})
-            raise UpstreamUnavailable(unanswered=True) from exc
-        except BackboardError as exc:
-            raise _domain_error(exc, operation, ids, missing_ok=missing_ok) from exc
-        except ValueError as exc:
-            # A 2xx the SDK could not parse (bad JSON, or a shape its pydantic models reject).
-            logger.warning(
-                "backboard answer unreadable",
-                extra={"operation": operation, "error": type(exc).__name__, **ids},
-            )
-            raise UpstreamError() from exc
         logger.debug(
             "backboard call",
             extra={
@@ -227,6 +230,107 @@ class BackboardGateway:
             },
         )
         return result
+
+    async def _await(self, operation: str, call: Coroutine[Any, Any, T], **ids: str) -> T:
+        """`_run` for a caller on another event loop: waits without blocking it."""
+        future = self._start(operation, call, ids)
+        with _failures(operation, ids, future):
+            return await asyncio.wait_for(
+                asyncio.wrap_future(future), self._timeout + CALL_MARGIN_SECONDS
+            )
+
+    def _start(
+        self, operation: str, call: Coroutine[Any, Any, T], ids: dict[str, str]
+    ) -> concurrent.futures.Future[T]:
+        try:
+            return self._submit(call)
+        except RuntimeError as exc:  # the loop was closed under us (a reset racing a call)
+            logger.warning("backboard loop is closed", extra={"operation": operation, **ids})
+            raise UpstreamUnavailable() from exc
+
+
+@dataclass(frozen=True)
+class ReplyChunk:
+    text: str = ""  # the next piece of the reply ("" for events that carry none)
+    run_id: str | None = None  # Backboard's run, when the event names it
+
+
+class ReplyStream:
+    """Backboard's streamed reply: each `await anext()` runs on the gateway's loop, so any
+    event loop (or a thread, through asyncio) may read it; failures are domain errors."""
+
+    def __init__(
+        self,
+        gateway: BackboardGateway,
+        opener: Callable[[], Coroutine[Any, Any, AsyncIterator[dict[str, Any]]]],
+        thread_id: str,
+    ) -> None:
+        self._gateway = gateway
+        self._opener = opener
+        self._thread_id = thread_id
+        self._events: AsyncIterator[dict[str, Any]] | None = None
+
+    def __aiter__(self) -> ReplyStream:
+        return self
+
+    async def __anext__(self) -> ReplyChunk:
+        while True:
+            if self._events is None:
+                self._events = await self._step(self._opener())
+            event = await self._step(_next_or_none(self._events))
+            if event is None:
+                raise StopAsyncIteration
+            run_id = event.get("run_id")
+            text = event.get("content") if event.get("type") == "content_streaming" else None
+            if isinstance(text, str) or run_id:
+                return ReplyChunk(
+                    text if isinstance(text, str) else "", str(run_id) if run_id else None
+                )
+
+    async def aclose(self) -> None:
+        """Stop reading (closes Backboard's response); never raises."""
+        closer = getattr(self._events, "aclose", None)
+        if closer is not None:
+            with contextlib.suppress(Exception):
+                await self._step(closer())
+
+    async def _step(self, call: Coroutine[Any, Any, T]) -> T:
+        return await self._gateway._await("add_message", call, thread_id=self._thread_id)
+
+
+async def _next_or_none(events: AsyncIterator[dict[str, Any]]) -> dict[str, Any] | None:
+    try:
+        return await anext(events)
+    except StopAsyncIteration:
+        return None
+
+
+@contextlib.contextmanager
+def _failures(
+    operation: str,
+    ids: dict[str, str],
+    future: concurrent.futures.Future[Any],
+    *,
+    missing_ok: bool = False,
+) -> Iterator[None]:
+    """The SDK's failures (and ours: a call past its time) as domain errors."""
+    from backboard.exceptions import BackboardError
+
+    try:
+        yield
+    except TimeoutError as exc:
+        future.cancel()
+        logger.warning("backboard call timed out", extra={"operation": operation, **ids})
+        raise UpstreamUnavailable(unanswered=True) from exc
+    except BackboardError as exc:
+        raise _domain_error(exc, operation, ids, missing_ok=missing_ok) from exc
+    except ValueError as exc:
+        # A 2xx the SDK could not parse (bad JSON, or a shape its pydantic models reject).
+        logger.warning(
+            "backboard answer unreadable",
+            extra={"operation": operation, "error": type(exc).__name__, **ids},
+        )
+        raise UpstreamError() from exc
 
 
 class _AlreadyGone(Exception):
