@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 
@@ -110,6 +110,61 @@ class SendMessageRequest(ApiModel):
     content: Content
 
 
+class UiMessagePart(BaseModel):
+    """A part of an AI SDK UIMessage; only text parts are read."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    type: str
+    text: str | None = None
+
+
+class UiMessage(BaseModel):
+    """An AI SDK UIMessage as DefaultChatTransport sends it (id, role, parts, ...)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    id: str | None = Field(default=None, max_length=200)
+    role: str
+    parts: list[UiMessagePart] = Field(default_factory=list)
+
+
+class StreamMessageRequest(BaseModel):
+    """A streamed send: `{"content"}` as for POST /messages, or the body the AI SDK's
+    DefaultChatTransport sends by default (`{id, messages, trigger, messageId}`), whose last
+    user message's text is the content. Other fields (the transport's, a front end's own
+    `body`) are ignored."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    content: Content | None = None
+    # The whole conversation, as the transport sends it by default; MAX_BODY_BYTES bounds it.
+    messages: list[UiMessage] | None = None
+
+    @model_validator(mode="after")
+    def _has_text(self) -> StreamMessageRequest:
+        if self.content is None:
+            _clean_content(self._ui_text())  # the same rules as `content`
+        return self
+
+    def _last_user_message(self) -> UiMessage | None:
+        users = [m for m in self.messages or [] if m.role == "user"]
+        return users[-1] if users else None
+
+    def _ui_text(self) -> str:
+        last = self._last_user_message()
+        if last is None:
+            raise ValueError("send content, or messages with a user message")
+        return "".join(p.text or "" for p in last.parts if p.type == "text")
+
+    def text(self) -> str:
+        """The message to send, trimmed and checked."""
+        return self.content if self.content is not None else _clean_content(self._ui_text())
+
+    def ui_message_key(self) -> str | None:
+        """An Idempotency-Key when the client sent none: the AI SDK's id for the user's
+        message, which a retry of the same message keeps."""
+        last = self._last_user_message() if self.content is None else None
+        return f"ui-{last.id}" if last is not None and last.id else None
+
+
 class TripOut(ApiModel):
     id: str
     title: str | None
@@ -145,6 +200,19 @@ class MessagePage(ApiModel):
     older_cursor: str | None  # pass as ?before= for older messages; None when there are none
     # Pass as ?after= for messages newer than this page (or to poll); None for an empty page.
     newer_cursor: str | None
+    # Replies not yet in `messages` (streamed sends): being written ("streaming") or broken
+    # off ("failed"; a retry with the same Idempotency-Key resumes the turn). Newest first.
+    pending_replies: list[PendingReplyOut] = Field(default_factory=list)
+
+
+class PendingReplyOut(ApiModel):
+    """A streamed reply not yet complete: its text so far."""
+
+    user_message_id: str
+    assistant_message_id: str  # the id it will have in `messages` once complete
+    status: Literal["streaming", "failed"]
+    content: str
+    updated_at: UtcDatetime
 
 
 class TurnOut(ApiModel):

@@ -120,8 +120,8 @@ def clean_db(database_url: str, direct_url: str) -> Iterator[str]:
     the application's URL."""
     with psycopg.connect(direct_url, autocommit=True) as conn:
         conn.execute(
-            'TRUNCATE "Message", "Session", "User", tripchat.message_turn, tripchat.rate_limit, '
-            "tripchat.clerk_user_state, tripchat.trip_title_chosen"
+            'TRUNCATE "Message", "Session", "User", tripchat.reply_stream, tripchat.message_turn, '
+            "tripchat.rate_limit, tripchat.clerk_user_state, tripchat.trip_title_chosen"
         )
     config.reset_caches()
     db.close_pool()

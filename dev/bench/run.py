@@ -9,6 +9,9 @@ B3 scale: a 50-message page at small vs large Message tables; the trip list at 1
 B4 cold start on python3.13 from the deployment artifact (the same recipe, this machine's wheels):
    importing each function vs only Powertools' Logger and psycopg, and the first request's setup.
 B5 concurrency: K processes, each a warm container with its own pool, against one database.
+B6 streaming: through the stream function (uvicorn, the real SDK streaming from the stand-in),
+   the time from the stand-in sending a piece to our text-delta carrying it reaching the client
+   (the first piece, and every piece), and the first text-delta against the whole reply.
 
 Runs on a throwaway database on the local PostgreSQL and the Backboard stand-in (no added
 latency); writes build/bench/results.json and results.md. `--smoke` makes it tiny (CI).
@@ -658,6 +661,53 @@ def _b5_pool(bench: Bench, pool_size: int) -> dict[str, Any]:
     }
 
 
+# B6
+
+
+def b6(bench: Bench) -> dict[str, Any]:
+    """Streamed sends with the stand-in writing a piece every `gap` seconds."""
+    import httpx
+
+    from dev.stack.stream_process import InThreadStreamServer
+
+    gap, samples = 0.01, max(5, bench.scale.samples // 4)
+    client, trip, _ = _ready_trip(bench, "user_bench_stream", 0)
+    bench.standin.stream_delay = gap
+    first_relay, piece_relay, first_delta, whole = [], [], [], []
+    with InThreadStreamServer() as base, httpx.Client(timeout=60) as http:
+        url = f"{base}/sessions/{trip}/messages/stream"
+        for i in range(samples + bench.scale.warmup // 5):
+            started, arrived = time.perf_counter(), []
+            with http.stream(
+                "POST",
+                url,
+                json={"content": f"Stream {i}"},
+                headers={"authorization": f"Bearer {client.token}"},
+            ) as response:
+                for line in response.iter_lines():
+                    if '"text-delta"' in line:
+                        arrived.append(time.perf_counter())
+            ended, sent = time.perf_counter(), bench.standin.sent_at
+            if i < bench.scale.warmup // 5 or len(sent) != len(arrived):
+                continue  # warm-up, or a reply the reader saw differently: not a sample
+            first_relay.append((arrived[0] - sent[0]) * 1000)  # ms, as summary() takes
+            piece_relay += [(a - s) * 1000 for a, s in zip(arrived, sent, strict=True)]
+            first_delta.append((arrived[0] - started) * 1000)
+            whole.append((ended - started) * 1000)
+    bench.standin.stream_delay = 0.0
+    return {
+        "piece_gap_ms": gap * 1000,
+        "samples": len(first_delta),
+        "first_piece_relay": summary(first_relay),
+        "every_piece_relay": summary(piece_relay),
+        "first_text_delta": summary(first_delta),
+        "whole_reply": summary(whole),
+        "ratio_first_delta_to_whole_p50": round(
+            statistics.median(first_delta) / statistics.median(whole), 2
+        ),
+    }
+
+
 # Report
 
 
@@ -691,7 +741,24 @@ def markdown(results: dict[str, Any]) -> str:
             f"**peak {c['peak_server_connections']} connections** | "
             f"0 errors, ≤ {c['connection_budget']} |"
         )
+    if "B6" in results:
+        _b6_lines(results["B6"], lines)
     return "\n".join(lines) + "\n"
+
+
+def _b6_lines(b6: dict[str, Any], lines: list[str]) -> None:
+    first, every = b6["first_piece_relay"], b6["every_piece_relay"]
+    lines.append(
+        f"| B6 streaming: stand-in's piece sent → our text-delta received, p50/p99 ms | "
+        f"first piece **{first['p50_ms']} / {first['p99_ms']}**, every piece "
+        f"**{every['p50_ms']} / {every['p99_ms']}** ({b6['samples']} replies, a piece every "
+        f"{b6['piece_gap_ms']} ms) | a few ms |"
+    )
+    lines.append(
+        f"| B6 streaming: first text-delta vs whole reply after the request, p50 ms | "
+        f"{b6['first_text_delta']['p50_ms']} vs {b6['whole_reply']['p50_ms']} → "
+        f"**ratio {b6['ratio_first_delta_to_whole_p50']}** | first words long before the end |"
+    )
 
 
 def _b3_lines(b3: dict[str, Any], lines: list[str]) -> None:
@@ -746,10 +813,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="latency added each way by the proxy for B1/B2's second mode (default 0.5)",
     )
     parser.add_argument(
-        "--only", nargs="+", choices=["B1", "B3", "B4", "B5"], help="some figures (B1 brings B2)"
+        "--only",
+        nargs="+",
+        choices=["B1", "B3", "B4", "B5", "B6"],
+        help="some figures (B1 brings B2)",
     )
     args = parser.parse_args(argv)
-    only = set(args.only or ["B1", "B3", "B4", "B5"])
+    only = set(args.only or ["B1", "B3", "B4", "B5", "B6"])
     scale = SMOKE if args.smoke else FULL
     bench = Bench(scale)
     try:
@@ -762,6 +832,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             results["B4"] = b4(bench, args.out)
         if "B5" in only:
             results["B5"] = b5(bench)
+        if "B6" in only:
+            results["B6"] = b6(bench)
     finally:
         bench.close()
     args.out.mkdir(parents=True, exist_ok=True)

@@ -37,11 +37,12 @@ import ipaddress
 import json
 import os
 import random
+import re
 import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler
@@ -68,6 +69,7 @@ OPERATIONS = (
     "delete_memory",
     "reset_memories",
     "memory_stats",
+    "cancel_run",
 )
 # The operations that change what exists: the state file is rewritten after each success.
 CHANGES = frozenset(
@@ -102,6 +104,8 @@ class Fault:
     probability: float = 1.0
     retry_after: int | None = None
     payload: Any = None  # answered instead of the real result (with `status`, default 200)
+    # A streamed add_message: send this many pieces of the reply, then an `error` event.
+    after_chunks: int | None = None
 
     def __post_init__(self) -> None:
         # Checked here so a typo fails the test that made it, not a later confusing one.
@@ -113,6 +117,8 @@ class Fault:
             raise ValueError("times must be >= 1, or None for until cleared")
         if not 0.0 <= self.probability <= 1.0:
             raise ValueError("probability must be within 0..1")
+        if self.after_chunks is not None and self.after_chunks < 0:
+            raise ValueError("after_chunks must be >= 0")
 
 
 @dataclass
@@ -121,6 +127,7 @@ class _State:
     threads: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> assistant, time
     messages: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     memories: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> record
+    runs: dict[str, str] = field(default_factory=dict)  # streamed run id -> status
     calls: dict[str, int] = field(default_factory=dict)
     faults: dict[str, Fault] = field(default_factory=dict)
 
@@ -150,9 +157,14 @@ class BackboardStandIn:
         seed: int = DEFAULT_SEED,
         *,
         state_file: Path | None = None,
+        stream_delay: float = 0.0,
     ) -> None:
         self.api_key = api_key
         self.state_file = state_file
+        # Seconds between the pieces of a streamed reply (settable while serving).
+        self.stream_delay = stream_delay
+        # When each piece of the latest streamed reply left (time.perf_counter(), benchmarks).
+        self.sent_at: list[float] = []
         self._port = port
         self._seed = seed
         self._lock = threading.Lock()
@@ -340,17 +352,19 @@ class BackboardStandIn:
         probability: float = 1.0,
         retry_after: int | None = None,
         payload: Any = None,
+        after_chunks: int | None = None,
     ) -> None:
         """Make the next `times` calls of `operation` (None: all, until cleared) wait `delay`
         seconds and then, if `status` is set, fail with it (`retry_after` is sent as
         Retry-After). With `payload`, answer that JSON (with `status`, default 200) instead of
         doing the operation; a 2xx `status` without payload answers an empty body. With
         `probability` < 1 each call is hit at random (seeded, so runs repeat). A new fault on
-        an operation replaces its previous one."""
+        an operation replaces its previous one. With `after_chunks`, a streamed add_message
+        sends that many pieces of its reply, then fails with an `error` event."""
         _check_operation(operation)
         if payload is not None and status is None:
             status = 200
-        fault = Fault(status, delay, times, probability, retry_after, payload)
+        fault = Fault(status, delay, times, probability, retry_after, payload, after_chunks)
         with self._lock:
             self._state.faults[operation] = fault
 
@@ -409,6 +423,9 @@ class BackboardStandIn:
             else:
                 operation, action = "send_message", self._send_message
             ident = ""
+        elif method == "POST" and len(parts) == 5 and parts[::2] == ["threads", "runs", "cancel"]:
+            operation, action = "cancel_run", self._cancel_run
+            ident = parts[3]
         elif route in handlers:
             operation, action = handlers[route]
             ident = "/".join(ids)
@@ -420,7 +437,9 @@ class BackboardStandIn:
         fault = self._take_fault(state, operation)
         if fault is not None:
             time.sleep(fault.delay)
-            if fault.status is not None:
+            if fault.after_chunks is not None:
+                body = {**body, "_break_after": fault.after_chunks}
+            elif fault.status is not None:
                 headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after else {}
                 payload = fault.payload
                 if payload is None and fault.status >= 400:
@@ -526,8 +545,6 @@ class BackboardStandIn:
 
     def _add_message(self, state: _State, _: str, body: dict[str, Any]) -> Answer:
         thread_id, content = str(body.get("thread_id", "")), str(body.get("content", ""))
-        if str(body.get("stream", "false")).lower() != "false":
-            return 400, {"detail": "the stand-in does not stream; send stream=false"}
         if not content:
             return 400, {"detail": "content is required"}
         with self._lock:
@@ -536,26 +553,13 @@ class BackboardStandIn:
                 return 404, {"detail": "Thread not found"}
             history = state.messages[thread_id]
             turn = sum(1 for m in history if m["role"] == "user") + 1
-            if body.get("system_prompt"):
-                reply = _title_of(content)
-            else:
-                reply = f"{REPLY_PREFIX} Reply #{turn} to: {content[:80]}"
-            if str(body.get("memory") or "").lower() == "auto":
-                source = {"thread_id": thread_id}
-                _remember(state, thread["assistant_id"], MEMORY_PREFIX + content[:200], source)
-            for role, text in (("user", content), ("assistant", reply)):
-                # What the user message was sent with (memory mode, model), for assertions.
-                options = {k: body.get(k) if role == "user" else None for k in SENT_OPTIONS}
-                history.append(
-                    {
-                        "message_id": str(uuid.uuid4()),
-                        "role": role,
-                        "content": text,
-                        **options,
-                        "created_at": _now(),
-                    }
-                )
-            answer = history[-1]
+        if body.get("system_prompt"):
+            reply = _title_of(content)
+        else:
+            reply = f"{REPLY_PREFIX} Reply #{turn} to: {content[:80]}"
+        if str(body.get("stream", "false")).lower() == "true":
+            return 200, _EventStream(self._stream_reply(state, body, reply))
+        answer = self._record(state, body, reply)
         return 200, {
             "messages": [
                 {
@@ -569,6 +573,77 @@ class BackboardStandIn:
                 }
             ]
         }
+
+    def _record(self, state: _State, body: dict[str, Any], reply: str | None) -> dict[str, Any]:
+        """Add the user's message (and the reply, unless None) to the thread's history."""
+        with self._lock:
+            thread_id = str(body.get("thread_id", ""))
+            history = state.messages.setdefault(thread_id, [])
+            thread = state.threads.get(thread_id)
+            if thread is not None and str(body.get("memory") or "").lower() == "auto":
+                content = MEMORY_PREFIX + str(body.get("content", ""))[:200]
+                _remember(state, thread["assistant_id"], content, {"thread_id": thread_id})
+            texts = [("user", str(body.get("content", "")))]
+            texts += [("assistant", reply)] if reply is not None else []
+            for role, text in texts:
+                # What the user message was sent with (memory mode, model), for assertions.
+                options = {k: body.get(k) if role == "user" else None for k in SENT_OPTIONS}
+                history.append(
+                    {
+                        "message_id": str(uuid.uuid4()),
+                        "role": role,
+                        "content": text,
+                        **options,
+                        "created_at": _now(),
+                    }
+                )
+            return dict(history[-1])
+
+    def _stream_reply(
+        self, state: _State, body: dict[str, Any], reply: str
+    ) -> Iterator[dict[str, Any]]:
+        """Backboard's SSE events for a streamed reply, a word at a time, `stream_delay`
+        apart: run_started, content_streaming..., run_ended (or an `error` event where a
+        fault says, or run_ended "cancelled" once the run is cancelled)."""
+        run_id = f"run_{uuid.uuid4().hex}"
+        thread_id = str(body.get("thread_id", ""))
+        with self._lock:
+            state.runs[run_id] = "running"
+        yield {"type": "run_started", "run_id": run_id, "thread_id": thread_id}
+        pieces = re.findall(r"\S+\s*", reply)
+        break_after = body.get("_break_after")
+        for sent, piece in enumerate(pieces):
+            if break_after is not None and sent >= int(break_after):
+                self._record(state, body, None)
+                yield {"type": "error", "error": "injected fault mid-stream", "run_id": run_id}
+                return
+            time.sleep(self.stream_delay)
+            with self._lock:
+                cancelled = state.runs.get(run_id) == "cancelled"
+            if cancelled:
+                self._record(state, body, None)
+                yield {"type": "run_ended", "status": "cancelled", "run_id": run_id}
+                return
+            yield {"type": "content_streaming", "content": piece, "run_id": run_id}
+        answer = self._record(state, body, reply)
+        with self._lock:
+            state.runs[run_id] = "completed"
+        yield {
+            "type": "run_ended",
+            "status": "completed",
+            "run_id": run_id,
+            "message_id": answer["message_id"],
+            "total_tokens": len(pieces),
+        }
+        self._save(state)
+
+    def _cancel_run(self, state: _State, run_id: str, body: dict[str, Any]) -> Answer:
+        with self._lock:
+            if run_id not in state.runs:
+                return 404, {"detail": "Run not found"}
+            if state.runs[run_id] == "running":
+                state.runs[run_id] = "cancelled"
+        return 200, {"thread_id": body.get("thread_id"), "run_id": run_id, "cancelled": True}
 
     def _send_message(self, state: _State, _: str, body: dict[str, Any]) -> Answer:
         """A message without a thread: a new thread under `assistant_id`, then as add_message."""
@@ -665,12 +740,14 @@ class BackboardStandIn:
             return 200, {"ok": True}
         if (method, path) == ("POST", "/_standin/reset"):
             return self._reset_from_json(body)
+        if (method, path) == ("POST", "/_standin/stream"):
+            return self._stream_from_json(body)
         return 404, {"detail": "Not Found"}
 
     def _inject_from_json(self, body: dict[str, Any]) -> Answer:
         try:
             status, times = body.get("status"), body.get("times", 1)
-            retry_after = body.get("retry_after")
+            retry_after, after = body.get("retry_after"), body.get("after_chunks")
             self.inject(
                 str(body["operation"]),
                 status=None if status is None else int(status),
@@ -679,8 +756,16 @@ class BackboardStandIn:
                 probability=float(body.get("probability", 1.0)),
                 retry_after=None if retry_after is None else int(retry_after),
                 payload=body.get("payload"),
+                after_chunks=None if after is None else int(after),
             )
         except (KeyError, ValueError, TypeError) as exc:
+            return 400, {"detail": str(exc)}
+        return 200, {"ok": True}
+
+    def _stream_from_json(self, body: dict[str, Any]) -> Answer:
+        try:
+            self.stream_delay = max(0.0, float(body.get("delay", 0)))
+        except (TypeError, ValueError) as exc:
             return 400, {"detail": str(exc)}
         return 200, {"ok": True}
 
@@ -730,6 +815,9 @@ class BackboardStandIn:
             do_GET = do_POST = do_PUT = do_DELETE = _serve
 
             def _reply(self, status: int, payload: Any, headers: dict[str, str]) -> None:
+                if isinstance(payload, _EventStream):
+                    self._stream(payload)
+                    return
                 data = b"" if payload is None else json.dumps(payload).encode()
                 try:
                     self.send_response(status)
@@ -742,6 +830,24 @@ class BackboardStandIn:
                     self.wfile.write(data)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client timed out and left: that is the injected fault working
+
+            def _stream(self, events: _EventStream) -> None:
+                """Server-Sent Events as Backboard sends them, one chunk per event."""
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/event-stream")
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    standin.sent_at = sent = []
+                    for event in events.events:
+                        data = f"data: {json.dumps(event)}\n\n".encode()
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                        self.wfile.flush()
+                        if event["type"] == "content_streaming":
+                            sent.append(time.perf_counter())
+                    self.wfile.write(b"0\r\n\r\n")
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client stopped reading
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # never log requests: they carry message contents
@@ -786,6 +892,13 @@ def _title_of(content: str) -> str:
     return '"' + " ".join(content.split()[:TITLE_WORDS]) + '"'
 
 
+@dataclass(frozen=True)
+class _EventStream:
+    """An answer sent as Server-Sent Events (a streamed add_message)."""
+
+    events: Iterator[dict[str, Any]]
+
+
 def _parse(raw: bytes, content_type: str) -> dict[str, Any] | None:
     """The request body as a dict: form fields or a JSON object; None if it is neither."""
     if not raw:
@@ -810,12 +923,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--state-file", type=Path, default=None, help="keep the state in this JSON file"
     )
+    parser.add_argument(
+        "--stream-delay", type=float, default=0.05, help="seconds between streamed pieces"
+    )
     args = parser.parse_args(argv)
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     standin = BackboardStandIn(
-        api_key=args.api_key, port=args.port, seed=args.seed, state_file=args.state_file
+        api_key=args.api_key,
+        port=args.port,
+        seed=args.seed,
+        state_file=args.state_file,
+        stream_delay=args.stream_delay,
     ).start()
     try:
         print("!" * 72)

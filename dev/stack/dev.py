@@ -32,6 +32,7 @@ DEV_WEBHOOK_SECRET = (
     "whsec_ZGV2LW9ubHktd2ViaG9vay1zZWNyZXQtMzItYnl0ZXM="  # dev-only, never deployed
 )
 DEV_BACKBOARD_KEY = "dev-local-backboard-key"
+DEFAULT_STREAM_DELAY = "0.05"
 
 
 def banner(*lines: str) -> None:
@@ -75,12 +76,16 @@ def start_backboard(stack: ExitStack) -> None:
     from dev.stack.backboard_standin import BackboardStandIn, StateFileBusyError
 
     state_file = local_dir() / BACKBOARD_STATE_FILE
+    # Streamed replies arrive a word at a time, this far apart, so streaming can be watched.
+    delay = float(os.environ.get("BACKBOARD_STANDIN_STREAM_DELAY") or DEFAULT_STREAM_DELAY)
     try:
-        standin = BackboardStandIn(api_key=DEV_BACKBOARD_KEY, state_file=state_file).start()
+        standin = BackboardStandIn(
+            api_key=DEV_BACKBOARD_KEY, state_file=state_file, stream_delay=delay
+        ).start()
         kept = f"Its assistants and threads are kept in {state_file}."
     except StateFileBusyError as exc:
         # Another `make dev` owns the file; two writers would lose each other's changes.
-        standin = BackboardStandIn(api_key=DEV_BACKBOARD_KEY).start()
+        standin = BackboardStandIn(api_key=DEV_BACKBOARD_KEY, stream_delay=delay).start()
         kept = f"{exc}: this one keeps its state IN MEMORY only."
     stack.callback(standin.stop)
     os.environ["BACKBOARD_API_KEY"] = DEV_BACKBOARD_KEY
@@ -135,6 +140,9 @@ API on {base_url}  (Ctrl-C stops everything; Swagger UI: {base_url}/swagger)
   curl -s -X POST {base_url}/sessions/<id>/messages -H "Authorization: Bearer $TOKEN" \\
        -H 'content-type: application/json' -d '{{"content": "3 days, food and walks"}}'
   curl -s {base_url}/sessions/<id>/messages -H "Authorization: Bearer $TOKEN"
+  curl -N -X POST {base_url}/sessions/<id>/messages/stream -H "Authorization: Bearer $TOKEN" \\
+       -H 'content-type: application/json' -d '{{"content": "and a day trip?"}}'
+  Chat page (dev only): {base_url}/dev/chat#token={bearer}
 """,
         flush=True,
     )
@@ -175,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
 
     # The port is taken before anything starts, so a busy one fails at once and plainly.
     try:
-        api = LocalApi(args.host, args.port, swagger=True)
+        api = LocalApi(args.host, args.port, swagger=True, chat_page=True)
     except PortInUseError:
         sys.exit(
             f"make dev: port {args.port} on {args.host} is already in use (another make dev?); "

@@ -12,22 +12,36 @@ from __future__ import annotations
 
 import base64
 import errno
+import http.client
 import json
+import re
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from dev.stack.apigw import http_event
 from dev.stack.loopback import LoopbackServer
+from dev.stack.stream_process import StreamProcess
 from dev.stack.template import CorsRules, HttpRoute, cors_rules, http_functions, http_routes
 from dev.stack.worker import FunctionWorker
 
 DEFAULT_PORT = 8787  # not 3000: that is where a Next.js front end runs by default
 SWAGGER_PATH = "/swagger"
+# A minimal chat page (make dev only, never deployed) to watch replies stream.
+CHAT_PATH = "/dev/chat"
+CHAT_PAGE = Path(__file__).with_name("chat.html")
 # The function that serves Swagger UI under `make dev`: the webhook function is the one whose
 # handler asks for no token, and a browser opening the page has none.
 SWAGGER_FUNCTION = "ClerkWebhookFunction"
+# The stream function's routes (its own Function URL in AWS): forwarded to its server, their
+# responses streamed through as they come.
+STREAM_ROUTE = re.compile(r"/sessions/[^/]+/messages/stream(/stop)?")
+# Hop-by-hop headers, never forwarded (RFC 9110, 7.6.1).
+HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "host"}
+)
 CORS_RESPONSE_HEADERS = (
     "access-control-allow-origin",
     "access-control-allow-credentials",
@@ -50,7 +64,13 @@ class LocalApi:
     is created (the CLERK_AUTHORIZED_PARTIES origins; unset: none)."""
 
     def __init__(
-        self, host: str = "127.0.0.1", port: int = DEFAULT_PORT, *, swagger: bool = False
+        self,
+        host: str = "127.0.0.1",
+        port: int = DEFAULT_PORT,
+        *,
+        swagger: bool = False,
+        stream: bool = True,
+        chat_page: bool = False,
     ) -> None:
         self.routes = http_routes()
         specs = http_functions()
@@ -66,6 +86,8 @@ class LocalApi:
             )
             for logical_id, spec in specs.items()
         }
+        self.stream = StreamProcess() if stream else None
+        self.chat_page = chat_page
         self._serving = False
         try:
             self._server = LoopbackServer((host, port), self._request_handler())
@@ -85,8 +107,12 @@ class LocalApi:
         try:
             for worker in self.workers.values():
                 worker.start()
+            if self.stream is not None:
+                self.stream.start()
             with ThreadPoolExecutor(max_workers=len(self.workers) or 1) as pool:
                 list(pool.map(FunctionWorker.wait_ready, self.workers.values()))
+            if self.stream is not None:
+                self.stream.wait_ready()
         except BaseException:
             self._stop_workers()
             self._server.server_close()
@@ -108,6 +134,28 @@ class LocalApi:
     def _stop_workers(self) -> None:
         for worker in self.workers.values():
             worker.stop()
+        if self.stream is not None:
+            self.stream.stop()
+
+    def forward_stream(
+        self, handler: BaseHTTPRequestHandler, body: bytes | None
+    ) -> tuple[int, dict[str, str], http.client.HTTPResponse]:
+        """Send a stream route's request to the stream function's server; its status, its
+        headers as the client gets them (CORS as the Function URL applies it) and the body to
+        read as it comes."""
+        assert self.stream is not None
+        upstream = http.client.HTTPConnection("127.0.0.1", self.stream.port, timeout=600)
+        headers = {k: v for k, v in handler.headers.items() if k.lower() not in HOP_BY_HOP}
+        upstream.request(handler.command, handler.path, body=body, headers=headers)
+        answer = upstream.getresponse()
+        out = {
+            k: v
+            for k, v in answer.getheaders()
+            if k.lower() not in HOP_BY_HOP and k.lower() != "content-length"
+        }
+        if self.cors is not None:
+            out = _with_cors({"headers": out}, self.cors, handler.headers.get("origin"))["headers"]
+        return answer.status, out, answer
 
     def invoke(
         self, method: str, target: str, headers: dict[str, str], body: bytes | None
@@ -182,6 +230,18 @@ class LocalApi:
             def _serve(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
+                if api.chat_page and (self.command, self.path) == ("GET", CHAT_PATH):
+                    page = CHAT_PAGE.read_bytes()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/html; charset=utf-8")
+                    self.send_header("Content-Length", str(len(page)))
+                    self.end_headers()
+                    self.wfile.write(page)
+                    return
+                streamed = api.stream is not None and self.command != "OPTIONS"
+                if streamed and STREAM_ROUTE.fullmatch(self.path.split("?")[0]):
+                    self._forward(body)
+                    return
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 response = api.invoke(self.command, self.path, headers, body)
                 payload = response.get("body") or ""
@@ -198,6 +258,27 @@ class LocalApi:
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
+
+            def _forward(self, body: bytes | None) -> None:
+                status, headers, answer = api.forward_stream(self, body)
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                if status in (204, 304):
+                    self.end_headers()
+                    answer.close()
+                    return
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                try:
+                    while data := answer.read1(65536):
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                        self.wfile.flush()
+                    self.wfile.write(b"0\r\n\r\n")
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True  # the client left; the turn goes on upstream
+                finally:
+                    answer.close()
 
             do_GET = do_POST = do_PATCH = do_DELETE = do_PUT = do_OPTIONS = _serve
 

@@ -1,8 +1,9 @@
 """Build the API's OpenAPI document from the functions' own resolvers.
 
-The API functions each describe their routes (Powertools); this merges them
-into one document, committed as functions/openapi.json. `make openapi` rewrites it, and a test
-fails when the committed file no longer matches the code.
+The API functions each describe their routes (Powertools), the stream function in
+functions/stream/docs.py; this merges them into one document, committed as
+functions/openapi.json. `make openapi` rewrites it, and a test fails when the committed file
+no longer matches the code.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from functions.clerk_webhook.app import app as webhook_app
 from functions.me.app import app as me_app
 from functions.messages.app import app as messages_app
 from functions.sessions.app import app as sessions_app
+from functions.stream import docs as stream_docs
 
 DOCUMENT = Path(__file__).resolve().parents[2] / "functions" / "openapi.json"
 TITLE = "Trip-planner chat API"
@@ -43,6 +45,10 @@ def build() -> dict[str, Any]:
                 # A bodiless answer (204) has no content at all, not an empty map.
                 if response.get("content") == {}:
                     del response["content"]
+    # The stream function is no Powertools resolver: its operations come described.
+    stream_paths, stream_schemas = stream_docs.paths()
+    merged["paths"].update(stream_paths)
+    merged["components"]["schemas"].update(stream_schemas)
     merged["info"]["description"] = (
         "Trips and chat for the trip-planner app. Every route but the webhook needs a Clerk "
         "session token (Authorization: Bearer). Errors are "

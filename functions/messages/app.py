@@ -17,7 +17,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 import shared.gateways.auth  # noqa: F401
 from shared.domain import chat
 from shared.http import pages
-from shared.http.api import create_app, request_viewer, resolve
+from shared.http.api import IDEMPOTENCY_KEY_PATTERN, create_app, request_viewer, resolve
 from shared.http.api_docs import documented
 from shared.models import MessageOut, MessagePage, SendMessageRequest, TurnOut
 
@@ -73,7 +73,7 @@ def send_message(
         Header(
             alias="idempotency-key",
             max_length=255,
-            pattern=r"^[\x21-\x7e]{1,255}$",  # printable ASCII, no spaces
+            pattern=IDEMPOTENCY_KEY_PATTERN,
             description="1-255 printable ASCII characters; retrying with the same key never "
             "sends the message twice",
         ),

@@ -13,7 +13,7 @@ import contextlib
 import hashlib
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aws_lambda_powertools import Logger
 
@@ -32,6 +32,7 @@ from shared.gateways.backboard import delete_quietly, get_backboard
 from shared.models import Message
 from shared.store import db, message_rows, trip_rows
 from shared.store.common import Keyset
+from shared.store.reply_rows import PendingReply
 
 logger = Logger(child=True)
 
@@ -47,6 +48,7 @@ class Turn:
 class MessageWindow:
     messages: list[Message]  # in conversation order
     older: bool  # older messages precede the first one
+    pending: list[PendingReply] = field(default_factory=list)  # streamed replies unfinished
 
 
 def list_messages(
@@ -70,14 +72,34 @@ def list_messages(
     more = len(rows) > limit
     if after is not None:  # ascending from the position: the extra row is the newest
         window = rows[:limit]
-        return MessageWindow(window, older=bool(window))
-    return MessageWindow(rows[-limit:] if more else rows, older=more)  # extra row: the oldest
+        return MessageWindow(window, older=bool(window), pending=found.pending)
+    # The extra row is the oldest.
+    return MessageWindow(rows[-limit:] if more else rows, older=more, pending=found.pending)
 
 
-def send_message(viewer: Viewer, trip_id: str, content: str, idempotency_key: str | None) -> Turn:
-    """Store the user's message, ask the assistant (memory "Auto": it remembers the traveller
-    across trips), store the reply. Backboard failing leaves the user's message stored and
-    raises 502/503; retrying with the same key resumes the same turn."""
+@dataclass(frozen=True)
+class Begun:
+    """A turn this request now holds (its lease): the user's message is stored; ask the
+    assistant on `thread_id`."""
+
+    user_message: Message
+    user_id: str
+    key: str
+    trip_id: str
+    thread_id: str
+    content: str
+    lease_seconds: float
+    # The user's assistant when the trip still waits for its automatic title (shared.domain.titles).
+    titling_assistant_id: str | None = None
+
+
+def begin_turn(
+    viewer: Viewer, trip_id: str, content: str, idempotency_key: str | None
+) -> Turn | Begun:
+    """Every check of a send, in one statement, before the assistant is asked: the trip is
+    the viewer's (404), the rate limit (429), the Idempotency-Key (a finished turn is
+    replayed, an unfinished one resumed, one in flight or reused for another message is 409).
+    The user's message is stored when the turn is new."""
     key = idempotency_key or f"auto-{uuid.uuid4()}"
     settings = get_settings()
     lease = settings.backboard_timeout_seconds + 5
@@ -104,27 +126,42 @@ def send_message(viewer: Viewer, trip_id: str, content: str, idempotency_key: st
             case message_rows.Refused():
                 # The key was taken by a concurrent request between our read and our insert.
                 raise TurnInProgress(retry_after=2)
-            case message_rows.Started(user_id=user_id, thread_id=thread_id):
+            case message_rows.Started(
+                user_id=user_id, thread_id=thread_id, titling_assistant_id=titling
+            ):
                 user_message = start.user_message
-            case message_rows.Earlier(user_id=user_id, thread_id=thread_id):
+            case message_rows.Earlier(
+                user_id=user_id, thread_id=thread_id, titling_assistant_id=titling
+            ):
                 if start.assistant_message is not None and _same_request(start, trip_id, sha):
                     return Turn(start.user_message, start.assistant_message, replayed=True)
                 user_message = _resume(conn, start, trip_id=trip_id, key=key, sha=sha, lease=lease)
+    return Begun(user_message, user_id, key, trip_id, thread_id, content, lease, titling)
+
+
+def send_message(viewer: Viewer, trip_id: str, content: str, idempotency_key: str | None) -> Turn:
+    """Store the user's message, ask the assistant (memory "Auto": it remembers the traveller
+    across trips), store the reply. Backboard failing leaves the user's message stored and
+    raises 502/503; retrying with the same key resumes the same turn."""
+    begun = begin_turn(viewer, trip_id, content, idempotency_key)
+    if isinstance(begun, Turn):
+        return begun
+    user_id, key = begun.user_id, begun.key
     # No connection is held while the assistant answers.
     reply = _unsaved_replies.pop((user_id, key), None)
     # The trip's first reply: its title is asked for alongside (not when the reply is known).
-    titling_assistant = start.titling_assistant_id if reply is None else None
+    titling_assistant = begun.titling_assistant_id if reply is None else None
     with titles.alongside(trip_id, user_id, titling_assistant, content):
         if reply is None:
             try:
-                reply = _ask(viewer, trip_id, thread_id, content)
+                reply = _ask(viewer, trip_id, begun.thread_id, content)
             except AppError as exc:
                 with db.connection() as conn:
                     if not message_rows.release_turn(conn, user_id=user_id, idempotency_key=key):
                         raise TripDeleted() from exc
                 raise
         assistant_message = _store_reply(user_id, key, trip_id, reply)
-    return Turn(user_message, assistant_message, replayed=False)
+    return Turn(begun.user_message, assistant_message, replayed=False)
 
 
 def _store_reply(user_id: str, key: str, trip_id: str, reply: str) -> Message:
@@ -143,14 +180,20 @@ def _store_reply(user_id: str, key: str, trip_id: str, reply: str) -> Message:
 
 
 def _ask(viewer: Viewer, trip_id: str, thread_id: str, content: str) -> str:
-    """The assistant's reply on the trip's thread. When Backboard no longer knows the thread
-    (its assistant was deleted outside this backend), the trip continues in a new one: the
-    conversation stays in PostgreSQL, Backboard's copy of it starts afresh."""
+    """The assistant's reply on the trip's thread (in a new thread when Backboard lost it)."""
     backboard = get_backboard()
     try:
         return backboard.add_message(thread_id, content)
     except BackboardObjectMissing:
-        logger.warning("the trip's thread is gone at Backboard", extra={"trip_id": trip_id})
+        pass
+    return backboard.add_message(replacement_thread(viewer, trip_id, thread_id), content)
+
+
+def replacement_thread(viewer: Viewer, trip_id: str, thread_id: str) -> str:
+    """A new thread for a trip whose thread Backboard no longer knows (its assistant was
+    deleted outside this backend): the conversation stays in PostgreSQL, Backboard's copy of
+    it starts afresh. Raises TripDeleted when the trip went away meanwhile."""
+    logger.warning("the trip's thread is gone at Backboard", extra={"trip_id": trip_id})
     _, new_id = trips.new_thread(viewer, viewer.user())
     with db.connection() as conn:
         current = trip_rows.replace_thread(conn, trip_id, thread_id, new_id)
@@ -158,7 +201,7 @@ def _ask(viewer: Viewer, trip_id: str, thread_id: str, content: str) -> str:
         delete_quietly("thread", new_id)
         if not current:
             raise TripDeleted()
-    return backboard.add_message(current, content)
+    return current
 
 
 # Replies this container received but could not store, by (user id, Idempotency-Key): a

@@ -18,7 +18,7 @@ import contextlib
 import re
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
@@ -70,19 +70,15 @@ class Pending(Generic[T]):
     turns its failure into a domain error, as the blocking calls do."""
 
     def __init__(
-        self,
-        gateway: BackboardGateway,
-        operation: str,
-        future: concurrent.futures.Future[T],
-        ids: dict[str, str],
+        self, operation: str, future: concurrent.futures.Future[T], ids: dict[str, str]
     ) -> None:
-        self._gateway = gateway
         self._operation = operation
         self._future = future
         self._ids = ids
 
     def result(self, timeout: float) -> T:
-        return self._gateway._outcome(self._operation, self._future, timeout, ids=self._ids)
+        with _failures(self._operation, self._ids, self._future):
+            return self._future.result(timeout=timeout)
 
     def cancel(self) -> bool:
         """Stop waiting for the call; True unless it had finished (an unfinished call may
@@ -171,18 +167,8 @@ class BackboardGateway:
 
     def add_message(self, thread_id: str, content: str) -> str:
         """Send the traveller's message on the trip's thread and return the reply text."""
-        settings = get_settings()
         response = self._run(
-            "add_message",
-            self._client.add_message(
-                thread_id,
-                content=content,
-                memory=MEMORY_MODE,
-                stream=False,
-                llm_provider=settings.backboard_llm_provider,
-                model_name=settings.backboard_model_name,
-            ),
-            thread_id=thread_id,
+            "add_message", self._add_message(thread_id, content, stream=False), thread_id=thread_id
         )
         return _reply_text(response, thread_id=thread_id)
 
@@ -210,7 +196,7 @@ class BackboardGateway:
             return _reply_text(response, assistant_id=assistant_id)
 
         ids = {"assistant_id": assistant_id}
-        return Pending(self, "send_message", self._start("send_message", ask(), ids), ids)
+        return Pending("send_message", self._start("send_message", ask(), ids), ids)
 
     async def _delete_aside_thread(self, thread_id: str) -> None:
         from backboard.exceptions import BackboardError, BackboardNotFoundError
@@ -274,6 +260,37 @@ class BackboardGateway:
             assistant_id=assistant_id,
         )
 
+    def stream_message(self, thread_id: str, content: str) -> ReplyStream:
+        """Send the traveller's message on the trip's thread and read the reply as Backboard
+        writes it (nothing is sent until the first read)."""
+
+        async def open_stream() -> AsyncIterator[dict[str, Any]]:
+            events: AsyncIterator[dict[str, Any]] = await self._add_message(
+                thread_id, content, stream=True
+            )
+            return events
+
+        return ReplyStream(self, open_stream, thread_id)
+
+    def _add_message(
+        self, thread_id: str, content: str, *, stream: bool
+    ) -> Coroutine[Any, Any, Any]:
+        """The SDK's add_message as this backend sends it (memory "Auto", the set model)."""
+        settings = get_settings()
+        call: Coroutine[Any, Any, Any] = self._client.add_message(
+            thread_id,
+            content=content,
+            memory=MEMORY_MODE,
+            stream=stream,
+            llm_provider=settings.backboard_llm_provider,
+            model_name=settings.backboard_model_name,
+        )
+        return call
+
+    def cancel_run(self, thread_id: str, run_id: str) -> None:
+        """Stop a run Backboard is still writing (a no-op for one that ended)."""
+        self._run("cancel_run", self._client.cancel_run(thread_id, run_id), thread_id=thread_id)
+
     def close(self) -> None:
         """Close the SDK client and stop the loop. Never raises: it runs on reset paths."""
         try:
@@ -320,9 +337,27 @@ class BackboardGateway:
         missing_ok: bool = False,
         **ids: str,
     ) -> T:
+        started = time.monotonic()
         future = self._start(operation, call, ids)
-        timeout = self._timeout + CALL_MARGIN_SECONDS
-        return self._outcome(operation, future, timeout, missing_ok=missing_ok, ids=ids)
+        with _failures(operation, ids, future, missing_ok=missing_ok):
+            result = future.result(timeout=self._timeout + CALL_MARGIN_SECONDS)
+        logger.debug(
+            "backboard call",
+            extra={
+                "operation": operation,
+                "duration_ms": round((time.monotonic() - started) * 1000),
+                **ids,
+            },
+        )
+        return result
+
+    async def _await(self, operation: str, call: Coroutine[Any, Any, T], **ids: str) -> T:
+        """`_run` for a caller on another event loop: waits without blocking it."""
+        future = self._start(operation, call, ids)
+        with _failures(operation, ids, future):
+            return await asyncio.wait_for(
+                asyncio.wrap_future(future), self._timeout + CALL_MARGIN_SECONDS
+            )
 
     def _start(
         self, operation: str, call: Coroutine[Any, Any, T], ids: dict[str, str]
@@ -333,43 +368,89 @@ class BackboardGateway:
             logger.warning("backboard loop is closed", extra={"operation": operation, **ids})
             raise UpstreamUnavailable() from exc
 
-    def _outcome(
-        self,
-        operation: str,
-        future: concurrent.futures.Future[T],
-        timeout: float,
-        *,
-        missing_ok: bool = False,
-        ids: dict[str, str],
-    ) -> T:
-        """The call's result within `timeout` seconds, or the domain error for its failure."""
-        from backboard.exceptions import BackboardError
 
-        started = time.monotonic()
-        try:
-            result = future.result(timeout=timeout)
-        except TimeoutError as exc:
-            future.cancel()
-            logger.warning("backboard call timed out", extra={"operation": operation, **ids})
-            raise UpstreamUnavailable(unanswered=True) from exc
-        except BackboardError as exc:
-            raise _domain_error(exc, operation, ids, missing_ok=missing_ok) from exc
-        except ValueError as exc:
-            # A 2xx the SDK could not parse (bad JSON, or a shape its pydantic models reject).
-            logger.warning(
-                "backboard answer unreadable",
-                extra={"operation": operation, "error": type(exc).__name__, **ids},
-            )
-            raise UpstreamError() from exc
-        logger.debug(
-            "backboard call",
-            extra={
-                "operation": operation,
-                "duration_ms": round((time.monotonic() - started) * 1000),
-                **ids,
-            },
+@dataclass(frozen=True)
+class ReplyChunk:
+    text: str = ""  # the next piece of the reply ("" for events that carry none)
+    run_id: str | None = None  # Backboard's run, when the event names it
+
+
+class ReplyStream:
+    """Backboard's streamed reply: each `await anext()` runs on the gateway's loop, so any
+    event loop (or a thread, through asyncio) may read it; failures are domain errors."""
+
+    def __init__(
+        self,
+        gateway: BackboardGateway,
+        opener: Callable[[], Coroutine[Any, Any, AsyncIterator[dict[str, Any]]]],
+        thread_id: str,
+    ) -> None:
+        self._gateway = gateway
+        self._opener = opener
+        self._thread_id = thread_id
+        self._events: AsyncIterator[dict[str, Any]] | None = None
+
+    def __aiter__(self) -> ReplyStream:
+        return self
+
+    async def __anext__(self) -> ReplyChunk:
+        while True:
+            if self._events is None:
+                self._events = await self._step(self._opener())
+            event = await self._step(_next_or_none(self._events))
+            if event is None:
+                raise StopAsyncIteration
+            run_id = event.get("run_id")
+            text = event.get("content") if event.get("type") == "content_streaming" else None
+            if isinstance(text, str) or run_id:
+                return ReplyChunk(
+                    text if isinstance(text, str) else "", str(run_id) if run_id else None
+                )
+
+    async def aclose(self) -> None:
+        """Stop reading (closes Backboard's response); never raises."""
+        closer = getattr(self._events, "aclose", None)
+        if closer is not None:
+            with contextlib.suppress(Exception):
+                await self._step(closer())
+
+    async def _step(self, call: Coroutine[Any, Any, T]) -> T:
+        return await self._gateway._await("add_message", call, thread_id=self._thread_id)
+
+
+async def _next_or_none(events: AsyncIterator[dict[str, Any]]) -> dict[str, Any] | None:
+    try:
+        return await anext(events)
+    except StopAsyncIteration:
+        return None
+
+
+@contextlib.contextmanager
+def _failures(
+    operation: str,
+    ids: dict[str, str],
+    future: concurrent.futures.Future[Any],
+    *,
+    missing_ok: bool = False,
+) -> Iterator[None]:
+    """The SDK's failures (and ours: a call past its time) as domain errors."""
+    from backboard.exceptions import BackboardError
+
+    try:
+        yield
+    except TimeoutError as exc:
+        future.cancel()
+        logger.warning("backboard call timed out", extra={"operation": operation, **ids})
+        raise UpstreamUnavailable(unanswered=True) from exc
+    except BackboardError as exc:
+        raise _domain_error(exc, operation, ids, missing_ok=missing_ok) from exc
+    except ValueError as exc:
+        # A 2xx the SDK could not parse (bad JSON, or a shape its pydantic models reject).
+        logger.warning(
+            "backboard answer unreadable",
+            extra={"operation": operation, "error": type(exc).__name__, **ids},
         )
-        return result
+        raise UpstreamError() from exc
 
 
 class _AlreadyGone(Exception):

@@ -45,6 +45,10 @@ logger = Logger(child=True)
 warnings.filterwarnings("ignore", message="No application metrics to publish")
 
 
+# An Idempotency-Key header: 1-255 printable ASCII characters, no spaces.
+IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"
+
+
 class ErrorDetail(BaseModel):
     code: str
     message: str
@@ -87,7 +91,7 @@ def error_response(
     )
 
 
-def _app_error_headers(exc: AppError) -> dict[str, str]:
+def error_headers(exc: AppError) -> dict[str, str]:
     if isinstance(exc, ConfigurationError):
         # The client's body names nothing (see ConfigurationError); the operator needs it all.
         logger.error("configuration error", extra={"detail": exc.detail, "status": exc.status})
@@ -97,7 +101,7 @@ def _app_error_headers(exc: AppError) -> dict[str, str]:
 
 
 def _app_error_response(exc: AppError) -> Response[str]:
-    headers = _app_error_headers(exc)
+    headers = error_headers(exc)
     return error_response(exc.status, exc.code, exc.message, headers=headers or None)
 
 
@@ -119,7 +123,7 @@ def create_app() -> APIGatewayHttpResolver:
         kinds = {str(e.get("type")) for e in errors}
         if "json_invalid" in kinds:
             return error_response(400, "malformed_json", "The request body is not valid JSON.")
-        return error_response(422, "validation_error", _describe(errors))
+        return error_response(422, "validation_error", describe_errors(errors))
 
     @app.not_found
     def _not_found(_: NotFoundError) -> Response[str]:
@@ -153,12 +157,12 @@ def resolve(
     the token check (401 before anything else is revealed). The token names the viewer; the
     routes' own statements find (or, on first sight, create) their row."""
     try:
-        _check_body(event)
+        check_body(event)
         if authenticated:
-            viewer = _viewer(event.get("headers") or {})
+            viewer = viewer_from_headers(event.get("headers") or {})
             app.append_context(viewer=viewer)  # type: ignore[no-untyped-call]
     except AppError as exc:
-        return _early_response(exc.status, exc.code, exc.message, _app_error_headers(exc))
+        return _early_response(exc.status, exc.code, exc.message, error_headers(exc))
     except Exception:
         logger.exception("unhandled error before routing")
         return _early_response(500, "internal_error", "Something went wrong on our side.", {})
@@ -182,7 +186,7 @@ def request_viewer(app: APIGatewayHttpResolver) -> users.Viewer:
     return viewer
 
 
-def _viewer(headers: dict[str, str]) -> users.Viewer:
+def viewer_from_headers(headers: dict[str, str]) -> users.Viewer:
     # Imported here so the webhook function, which has no tokens, does not load PyJWT; the
     # API functions import shared.gateways.auth themselves, at cold start.
     from shared.gateways.auth import authenticate
@@ -205,7 +209,7 @@ MAX_JSON_DEPTH = 64
 _JSON_NESTING_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]', re.DOTALL)
 
 
-def _check_body(event: dict[str, Any]) -> None:
+def check_body(event: dict[str, Any]) -> None:
     """Bodies are bounded, readable JSON: anything else is refused before it is parsed (or,
     for the webhook, verified), so no parser and no route ever sees it."""
     body = event.get("body") or ""
@@ -273,7 +277,7 @@ def _json_object(text: str) -> dict[str, Any]:
     return value
 
 
-def _describe(errors: list[Any]) -> str:
+def describe_errors(errors: list[Any]) -> str:
     """Which fields are wrong and why, without echoing the values (they may be private)."""
     parts = []
     for error in errors[:5]:

@@ -8,7 +8,15 @@ from shared.domain.chat import MessageWindow
 from shared.domain.trips import TripWindow
 from shared.errors import ValidationFailed
 from shared.http.cursors import decode_cursor, encode_cursor
-from shared.models import MemoryOut, MemoryPage, MessageOut, MessagePage, TripOut, TripPage
+from shared.models import (
+    MemoryOut,
+    MemoryPage,
+    MessageOut,
+    MessagePage,
+    PendingReplyOut,
+    TripOut,
+    TripPage,
+)
 from shared.store.common import Keyset
 
 
@@ -37,6 +45,9 @@ def message_page(window: MessageWindow) -> MessagePage:
         messages=[MessageOut.of(message) for message in messages],
         older_cursor=encode_cursor(first.created_at, first.id) if first and window.older else None,
         newer_cursor=encode_cursor(last.created_at, last.id) if last else None,
+        pending_replies=[
+            PendingReplyOut.model_validate(p, from_attributes=True) for p in window.pending
+        ],
     )
 
 

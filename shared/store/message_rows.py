@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import LiteralString
 
 from shared.models import Message
@@ -17,6 +17,7 @@ from shared.store.common import (
     take_slot,
 )
 from shared.store.db import Connection
+from shared.store.reply_rows import PENDING_REPLIES, PendingReply
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class TripMessages:
     owner_id: str | None  # None: no User row for this Clerk id (yet)
     trip_found: bool  # False: no such trip, or someone else's
     messages: list[Message]  # in conversation order
+    pending: list[PendingReply] = field(default_factory=list)  # streamed replies unfinished
 
 
 def list_trip_messages(
@@ -41,8 +43,9 @@ def list_trip_messages(
     order, condition, keys = page_clause(before, after)
     rows = fetch_records(
         conn,
-        'SELECT u."id" AS "ownerId", s."id" AS "tripId", m.* FROM "User" u '
+        'SELECT u."id" AS "ownerId", s."id" AS "tripId", p.pending, m.* FROM "User" u '
         'LEFT JOIN "Session" s ON s."id" = %s AND s."userId" = u."id" '
+        f"LEFT JOIN LATERAL ({PENDING_REPLIES}) p ON true "
         "LEFT JOIN LATERAL ("
         f' SELECT {MESSAGE_COLUMNS} FROM "Message" WHERE "sessionId" = s."id" {condition}'
         f' ORDER BY "createdAt" {order}, "id" {order} LIMIT %s'
@@ -56,6 +59,7 @@ def list_trip_messages(
         str(rows[0]["ownerId"]),
         rows[0]["tripId"] is not None,
         messages if order == "ASC" else messages[::-1],
+        [PendingReply.model_validate(r) for r in rows[0]["pending"] or []],
     )
 
 

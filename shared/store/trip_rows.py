@@ -140,6 +140,7 @@ def delete_trip_rows_of(conn: Connection, clerk_id: str, trip_id: str) -> str | 
     )
     if row is None:
         return None
+    conn.execute("DELETE FROM tripchat.reply_stream WHERE session_id = %s", (trip_id,))
     conn.execute("DELETE FROM tripchat.message_turn WHERE session_id = %s", (trip_id,))
     conn.execute("DELETE FROM tripchat.trip_title_chosen WHERE session_id = %s", (trip_id,))
     conn.execute('DELETE FROM "Message" WHERE "sessionId" = %s', (trip_id,))

@@ -136,6 +136,7 @@ def delete_user_rows(conn: Connection, user_id: str) -> list[str]:
         'SELECT "threadId" FROM "Session" WHERE "userId" = %s ORDER BY "createdAt"',
         (user_id,),
     )
+    conn.execute("DELETE FROM tripchat.reply_stream WHERE user_id = %s", (user_id,))
     conn.execute("DELETE FROM tripchat.message_turn WHERE user_id = %s", (user_id,))
     conn.execute("DELETE FROM tripchat.rate_limit WHERE user_id = %s", (user_id,))
     conn.execute(

@@ -24,7 +24,8 @@ def test_bench_smoke_run_produces_every_figure(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     figures = json.loads((tmp_path / "results.json").read_text())
-    assert set(figures) >= {"B1", "B2", "B3", "B4", "B5"}
+    assert set(figures) >= {"B1", "B2", "B3", "B4", "B5", "B6"}
+    assert figures["B6"]["samples"] > 0  # every streamed reply was relayed piece by piece
     assert (tmp_path / "results.md").read_text().startswith("| figure |")
     # Round trips are counts, deterministic: the goals hold on every run, in both modes.
     assert len(figures["B2"]) == 2

@@ -32,6 +32,7 @@ SECRETS_BY_ROLE = {
     "MessagesRole": {"DatabaseSecretArn", "BackboardApiKeySecretArn", "ClerkSecretKeySecretArn"},
     "MeRole": {"DatabaseSecretArn", "BackboardApiKeySecretArn", "ClerkSecretKeySecretArn"},
     "MigrateRole": {"DatabaseSecretArn"},
+    "StreamRole": {"DatabaseSecretArn", "BackboardApiKeySecretArn", "ClerkSecretKeySecretArn"},
 }
 
 
@@ -117,7 +118,8 @@ def test_migrations_run_before_the_api_functions_change() -> None:
     schema = resources["DatabaseSchema"]["Properties"]
     assert schema["ServiceToken"] == {"Fn::GetAtt": ["MigrateFunction", "Arn"]}
     assert {"Ref": "SharedLayer"} in schema.values()  # a new layer (new sql/) re-runs it
-    for name in ("ClerkWebhookFunction", "SessionsFunction", "MessagesFunction", "MeFunction"):
+    functions = ("ClerkWebhookFunction", "SessionsFunction", "MessagesFunction", "StreamFunction")
+    for name in (*functions, "MeFunction"):
         assert resources[name]["DependsOn"] == "DatabaseSchema"
     variables = resources["MigrateFunction"]["Properties"]["Environment"]["Variables"]
     assert variables["MIGRATIONS_DIR"] == "/opt/sql"  # the layer's sql/, mounted at /opt
@@ -136,10 +138,12 @@ def _alarm_metrics(alarm: dict[str, Any]) -> dict[str, str]:
 def test_alarms_watch_every_function() -> None:
     resources = load_template()["Resources"]
     functions = {k for k, v in resources.items() if v["Type"] == "AWS::Serverless::Function"}
+    # Functions clients call: through the HTTP API, or their own Function URL (streaming).
     api_functions = {
         k
         for k in functions
-        if any(
+        if "FunctionUrlConfig" in resources[k]["Properties"]
+        or any(
             e["Type"] == "HttpApi" for e in resources[k]["Properties"].get("Events", {}).values()
         )
     }
@@ -332,6 +336,10 @@ def test_package_builds_the_sam_layout(built: Path) -> None:
         )
     assert (layer / "python" / "psycopg" / "__init__.py").is_file()
     assert (layer / "python" / "psycopg_pool" / "__init__.py").is_file()
+    # The stream function: the Web Adapter runs run.sh, which starts uvicorn from the layer.
+    assert (tmp_path / "StreamFunction" / "run.sh").stat().st_mode & 0o111
+    for served_by in ("uvicorn", "starlette"):
+        assert (layer / "python" / served_by / "__init__.py").is_file()
     # The Lambda runtime provides the AWS SDK ...
     for provided in ("boto3", "botocore", "s3transfer"):
         assert not (layer / "python" / provided).exists(), provided

@@ -27,6 +27,9 @@ def test_document_describes_every_route_and_the_error_shape() -> None:
         ("DELETE", "/sessions/{id}"),
         ("GET", "/sessions/{id}/messages"),
         ("POST", "/sessions/{id}/messages"),
+        ("POST", "/sessions/{id}/messages/stream"),
+        ("GET", "/sessions/{id}/messages/stream"),
+        ("POST", "/sessions/{id}/messages/stream/stop"),
         ("GET", "/me"),
         ("GET", "/me/memories"),
         ("DELETE", "/me/memories"),
@@ -55,7 +58,18 @@ def test_paths_and_parameters_are_the_templates() -> None:
     parameter names, so clients and API Gateway agree on the URL templates."""
     doc = json.loads(openapi.render())
     documented = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops}
-    assert documented == {(route.method, route.path) for route in http_routes()}
+    # The stream function's own routes (its Function URL), as its ASGI app registers them.
+    from starlette.routing import Route
+
+    from functions.stream.app import app as stream_app
+
+    streamed = {
+        (method, route.path)
+        for route in stream_app.routes
+        if isinstance(route, Route) and route.path != "/healthz"  # the adapter's, not the API's
+        for method in (route.methods or set()) - {"HEAD"}
+    }
+    assert documented == {(route.method, route.path) for route in http_routes()} | streamed
     for path, ops in doc["paths"].items():
         names = set(re.findall(r"{(\w+)}", path))
         for operation in ops.values():
@@ -78,6 +92,25 @@ SUCCESS = {
     ("delete", "/me/memories/{id}"): ("204", None),
     ("post", "/webhooks/clerk"): ("200", "WebhookReceipt"),
 }
+# The stream routes: Server-Sent Events, or no body.
+STREAMED = {
+    ("post", "/sessions/{id}/messages/stream"): ["200"],
+    ("get", "/sessions/{id}/messages/stream"): ["200", "204"],
+    ("post", "/sessions/{id}/messages/stream/stop"): ["204"],
+}
+
+
+@pytest.mark.parametrize(("operation", "statuses"), STREAMED.items(), ids=str)
+def test_stream_routes_answer_server_sent_events_or_nothing(
+    operation: tuple[str, str], statuses: list[str]
+) -> None:
+    doc = json.loads(openapi.render())
+    method, path = operation
+    responses = doc["paths"][path][method]["responses"]
+    assert [s for s in responses if s.startswith("2")] == statuses
+    for status in statuses:
+        content = responses[status].get("content")
+        assert content is None if status == "204" else set(content) == {"text/event-stream"}
 
 
 @pytest.mark.parametrize(("operation", "expected"), SUCCESS.items(), ids=str)

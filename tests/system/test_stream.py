@@ -1,0 +1,453 @@
+"""The stream function end to end: a real uvicorn server on loopback serving functions/stream,
+the real backboard-sdk streaming from the Backboard stand-in's SSE, the real PostgreSQL.
+
+What the AI SDK reads (chunk types and order, our ids), persistence while streaming and after
+the client leaves, a failure mid-stream and the same-key retry that resumes the turn, the
+resume GET (204 and replay) and stop."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from dev.stack.apiclient import Client
+from dev.stack.backboard_standin import REPLY_PREFIX, BackboardStandIn
+from dev.stack.stream_process import InThreadStreamServer
+from dev.stack.token_issuer import LocalIssuer
+from shared import config
+
+Chunks = list[Any]
+
+
+@pytest.fixture
+def stream_url(api: Callable[[str], Client], monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    # Several requests at once in one process (a stream and its stop, or its resume).
+    monkeypatch.setenv("DB_POOL_MAX_SIZE", "4")
+    config.reset_caches()
+    with InThreadStreamServer() as url:
+        yield url
+
+
+@pytest.fixture
+def alice_trip(api: Callable[[str], Client]) -> tuple[Client, str]:
+    """Alice, and a new trip of hers."""
+    alice = api("user_alice")
+    return alice, new_trip(alice)
+
+
+def new_trip(client: Client) -> str:
+    reply = client.call("POST", "/sessions", body={"title": "Lisbon"})
+    assert reply.status == 201
+    return str(reply.body["id"])
+
+
+def headers(client: Client, **extra: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {client.token}", **extra}
+
+
+def parse(body: str) -> Chunks:
+    chunks: Chunks = []
+    for event in body.split("\n\n"):
+        if event.startswith("data: "):
+            data = event[len("data: ") :]
+            chunks.append(data if data == "[DONE]" else json.loads(data))
+    return chunks
+
+
+def text_of(chunks: Chunks) -> str:
+    return "".join(c["delta"] for c in chunks if isinstance(c, dict) and c["type"] == "text-delta")
+
+
+def types(chunks: Chunks) -> list[str]:
+    return [c if isinstance(c, str) else c["type"] for c in chunks]
+
+
+def post_stream(url: str, client: Client, trip_id: str, body: Any, **extra: str) -> httpx.Response:
+    return httpx.post(
+        f"{url}/sessions/{trip_id}/messages/stream",
+        json=body,
+        headers=headers(client, **extra),
+        timeout=30,
+    )
+
+
+def send_in_background(
+    url: str, client: Client, trip_id: str, content: str, **extra: str
+) -> tuple[threading.Thread, dict[str, Chunks]]:
+    """A streamed send in a thread, started; its chunks land in the dict under "chunks"."""
+    sent: dict[str, Chunks] = {}
+    sender = threading.Thread(
+        target=lambda: sent.update(
+            chunks=parse(post_stream(url, client, trip_id, {"content": content}, **extra).text)
+        )
+    )
+    sender.start()
+    return sender, sent
+
+
+def messages(client: Client, trip_id: str) -> dict[str, Any]:
+    reply = client.call("GET", f"/sessions/{trip_id}/messages")
+    assert reply.status == 200
+    body: dict[str, Any] = reply.body
+    return body
+
+
+def wait_for(condition: Callable[[], Any], seconds: float = 10) -> Any:
+    deadline = time.monotonic() + seconds
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def test_reply_streams_as_ui_message_chunks_and_is_stored(
+    stream_url: str, alice_trip: tuple[Client, str], backboard: BackboardStandIn
+) -> None:
+    alice, trip = alice_trip
+    response = post_stream(stream_url, alice, trip, {"content": "Three days of food markets"})
+    assert response.status_code == 200
+    assert response.headers["x-vercel-ai-ui-message-stream"] == "v1"
+    assert response.headers["content-type"].startswith("text/event-stream")
+    chunks = parse(response.text)
+    kinds = types(chunks)
+    assert kinds[:3] == ["start", "data-turn", "text-start"]
+    assert kinds[-4:] == ["text-end", "data-turn", "finish", "[DONE]"]
+    assert kinds.count("text-delta") > 3  # piece by piece, as the stand-in streams it
+    stored = messages(alice, trip)["messages"]
+    assert [m["role"] for m in stored] == ["user", "assistant"]
+    assert text_of(chunks) == stored[1]["content"]
+    assert stored[1]["content"].startswith(REPLY_PREFIX)
+    ids = chunks[-3]["data"]
+    assert ids == {
+        "tripId": trip,
+        "userMessageId": stored[0]["id"],
+        "assistantMessageId": stored[1]["id"],
+        "status": "completed",
+    }
+    assert chunks[0]["messageId"] == stored[1]["id"]
+    assert messages(alice, trip)["pendingReplies"] == []
+
+
+def test_default_chat_transport_body_and_its_retry_replays(
+    stream_url: str, alice_trip: tuple[Client, str], backboard: BackboardStandIn
+) -> None:
+    alice, trip = alice_trip
+    body = {
+        "id": trip,
+        "trigger": "submit-message",
+        "messageId": None,
+        "messages": [
+            {"id": "m0", "role": "user", "parts": [{"type": "text", "text": "Earlier"}]},
+            {"id": "m0a", "role": "assistant", "parts": [{"type": "text", "text": "Hi"}]},
+            {
+                "id": "m1",
+                "role": "user",
+                "parts": [{"type": "text", "text": "Porto "}, {"type": "text", "text": "too?"}],
+            },
+        ],
+    }
+    first = parse(post_stream(stream_url, alice, trip, body).text)
+    again = post_stream(stream_url, alice, trip, body)
+    assert again.headers["idempotent-replayed"] == "true"
+    assert text_of(parse(again.text)) == text_of(first)
+    stored = messages(alice, trip)["messages"]
+    assert [m["content"] for m in stored if m["role"] == "user"] == ["Porto too?"]
+    assert backboard.calls("add_message") == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "extra", "status", "code"),
+    [
+        ({"content": "   "}, {}, 422, "validation_error"),
+        ({"messages": []}, {}, 422, "validation_error"),
+        ({"messages": [{"role": "assistant", "parts": []}]}, {}, 422, "validation_error"),
+        ({"content": "x"}, {"idempotency-key": "has space"}, 422, "validation_error"),
+        ({"content": "x"}, {"idempotency-key": ""}, 422, "validation_error"),
+    ],
+)
+def test_bad_input_is_answered_before_the_stream(
+    stream_url: str,
+    alice_trip: tuple[Client, str],
+    backboard: BackboardStandIn,
+    body: Any,
+    extra: dict[str, str],
+    status: int,
+    code: str,
+) -> None:
+    alice, trip = alice_trip
+    response = post_stream(stream_url, alice, trip, body, **extra)
+    assert response.status_code == status
+    assert response.json()["error"]["code"] == code
+    assert messages(alice, trip)["messages"] == []
+    assert backboard.calls("add_message") == 0
+
+
+def test_auth_tenancy_and_rate_limit_before_the_stream(
+    stream_url: str,
+    api: Callable[[str], Client],
+    backboard: BackboardStandIn,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    alice, bob = api("user_alice"), api("user_bob")
+    trip = new_trip(alice)
+    anonymous = httpx.post(f"{stream_url}/sessions/{trip}/messages/stream", json={"content": "x"})
+    assert anonymous.status_code == 401
+    assert anonymous.json()["error"]["code"] == "unauthorized"
+    bobs = post_stream(stream_url, bob, trip, {"content": "x"})
+    assert bobs.status_code == 404
+    assert bobs.json()["error"]["code"] == "session_not_found"
+    not_json = httpx.post(
+        f"{stream_url}/sessions/{trip}/messages/stream",
+        content=b"x",
+        headers=headers(alice, **{"content-type": "text/plain"}),
+    )
+    assert not_json.status_code == 415
+    monkeypatch.setenv("MESSAGE_RATE_LIMIT_PER_MINUTE", "1")
+    config.reset_caches()
+    assert post_stream(stream_url, alice, trip, {"content": "one"}).status_code == 200
+    limited = post_stream(stream_url, alice, trip, {"content": "two"})
+    assert limited.status_code == 429
+    assert int(limited.headers["retry-after"]) >= 1
+    assert backboard.calls("add_message") == 1
+
+
+def test_a_client_that_leaves_does_not_stop_the_turn(
+    stream_url: str, api: Callable[[str], Client], backboard: BackboardStandIn
+) -> None:
+    backboard.stream_delay = 0.2  # room for the test to act mid-reply on a busy machine
+    alice = api("user_alice")
+    trip = new_trip(alice)
+    url = f"{stream_url}/sessions/{trip}/messages/stream"
+    with httpx.stream(
+        "POST", url, json={"content": "Leaving early"}, headers=headers(alice), timeout=30
+    ) as response:
+        for line in response.iter_lines():
+            if '"text-delta"' in line:
+                break  # one piece of text, then hang up
+    # Meanwhile the partial reply is visible, marked as in progress...
+    pending = wait_for(lambda: messages(alice, trip)["pendingReplies"])
+    assert pending[0]["status"] == "streaming"
+    # ...the client comes back and resumes it to its end...
+    resumed = parse(httpx.get(url, headers=headers(alice), timeout=30).text)
+    assert types(resumed)[-2:] == ["finish", "[DONE]"]
+    # ...and the turn is stored once.
+    stored = [m for m in messages(alice, trip)["messages"] if m["role"] == "assistant"]
+    assert len(stored) == 1
+    assert stored[0]["content"].startswith(pending[0]["content"])
+    assert stored[0]["content"] == text_of(resumed)
+    assert stored[0]["content"] == backboard.messages(backboard_thread(backboard))[-1]["content"]
+    assert messages(alice, trip)["pendingReplies"] == []
+
+
+def backboard_thread(backboard: BackboardStandIn) -> str:
+    (thread,) = backboard.threads()
+    return thread
+
+
+def test_failure_mid_stream_keeps_the_partial_and_a_retry_resumes(
+    stream_url: str, alice_trip: tuple[Client, str], backboard: BackboardStandIn
+) -> None:
+    alice, trip = alice_trip
+    backboard.inject("add_message", after_chunks=3)
+    key = {"idempotency-key": "k1"}
+    broken = parse(post_stream(stream_url, alice, trip, {"content": "Go"}, **key).text)
+    assert types(broken)[-2:] == ["error", "[DONE]"]
+    assert len(text_of(broken)) > 0
+    page = messages(alice, trip)
+    assert [m["role"] for m in page["messages"]] == ["user"]
+    (pending,) = page["pendingReplies"]
+    assert pending["status"] == "failed"
+    assert pending["content"] == text_of(broken)
+    retried = parse(post_stream(stream_url, alice, trip, {"content": "Go"}, **key).text)
+    assert types(retried)[-2:] == ["finish", "[DONE]"]
+    page = messages(alice, trip)
+    assert [m["role"] for m in page["messages"]] == ["user", "assistant"]
+    assert page["messages"][1]["content"] == text_of(retried)
+    assert page["pendingReplies"] == []
+    assert backboard.calls("add_message") == 2
+
+
+def test_resume_is_204_without_a_reply_in_flight_and_replays_one(
+    stream_url: str, api: Callable[[str], Client], backboard: BackboardStandIn
+) -> None:
+    alice = api("user_alice")
+    trip = new_trip(alice)
+    resume_url = f"{stream_url}/sessions/{trip}/messages/stream"
+    assert httpx.get(resume_url, headers=headers(alice)).status_code == 204
+    assert httpx.get(resume_url, headers=headers(api("user_bob"))).status_code == 404
+    backboard.stream_delay = 0.2  # room for the test to act mid-reply on a busy machine
+    sender, sent = send_in_background(stream_url, alice, trip, "Resume me")
+    wait_for(lambda: messages(alice, trip)["pendingReplies"])
+    resumed = httpx.get(resume_url, headers=headers(alice), timeout=30)
+    sender.join(30)
+    assert resumed.status_code == 200
+    chunks = parse(resumed.text)
+    assert types(chunks)[-2:] == ["finish", "[DONE]"]
+    stored = messages(alice, trip)["messages"]
+    assert text_of(chunks) == stored[1]["content"] == text_of(sent["chunks"])
+    assert chunks[0]["messageId"] == stored[1]["id"]
+    assert httpx.get(resume_url, headers=headers(alice)).status_code == 204
+
+
+def test_stop_keeps_the_partial_and_ends_the_stream(
+    stream_url: str, api: Callable[[str], Client], backboard: BackboardStandIn
+) -> None:
+    alice = api("user_alice")
+    trip = new_trip(alice)
+    stop_url = f"{stream_url}/sessions/{trip}/messages/stream/stop"
+    assert httpx.post(stop_url, headers=headers(api("user_bob"))).status_code == 404
+    backboard.stream_delay = 0.2  # room for the test to act mid-reply on a busy machine
+    sender, sent = send_in_background(
+        stream_url, alice, trip, "Stop me", **{"idempotency-key": "s1"}
+    )
+    wait_for(lambda: [p for p in messages(alice, trip)["pendingReplies"] if p["content"]])
+    assert httpx.post(stop_url, headers=headers(alice)).status_code == 204
+    sender.join(30)
+    chunks = sent["chunks"]
+    assert types(chunks)[-2:] == ["finish", "[DONE]"]
+    assert chunks[-2]["finishReason"] == "other"
+    assert chunks[-3]["data"]["status"] == "stopped"
+    page = messages(alice, trip)
+    assert [m["role"] for m in page["messages"]] == ["user", "assistant"]
+    partial = page["messages"][1]["content"]
+    assert partial and text_of(chunks).startswith(partial)
+    full = f"{REPLY_PREFIX} Reply #1 to: Stop me"
+    assert partial != full
+    assert backboard.calls("cancel_run") == 1
+    assert page["pendingReplies"] == []
+    # The same request again: the stopped reply, replayed and marked stopped.
+    again = post_stream(
+        stream_url, alice, trip, {"content": "Stop me"}, **{"idempotency-key": "s1"}
+    )
+    assert again.headers["idempotent-replayed"] == "true"
+    replayed = parse(again.text)
+    assert text_of(replayed) == partial
+    assert replayed[-3]["data"]["status"] == "stopped"
+    assert backboard.calls("add_message") == 1
+    assert httpx.post(stop_url, headers=headers(alice)).status_code == 204
+
+
+def test_make_dev_serves_the_stream_routes_on_its_own_port(
+    api_env: LocalIssuer, backboard: BackboardStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dev.stack.local_api import LocalApi
+
+    monkeypatch.setenv("CLERK_AUTHORIZED_PARTIES", "http://localhost:3000")
+    config.reset_caches()
+    alice = Client(api_env.mint("user_alice", email="a@example.test", azp="http://localhost:3000"))
+    trip = new_trip(alice)
+    server = LocalApi("127.0.0.1", 0).start()
+    try:
+        path = f"{server.base_url}/sessions/{trip}/messages/stream"
+        origin = {"origin": "http://localhost:3000"}
+        assert httpx.get(path, headers=headers(alice, **origin)).status_code == 204
+        with httpx.stream(
+            "POST", path, json={"content": "Via make dev"}, headers=headers(alice, **origin)
+        ) as response:
+            assert response.headers["transfer-encoding"] == "chunked"
+            assert response.headers["access-control-allow-origin"] == "http://localhost:3000"
+            assert response.headers["x-vercel-ai-ui-message-stream"] == "v1"
+            chunks = parse(response.read().decode())
+        assert types(chunks)[-2:] == ["finish", "[DONE]"]
+        assert text_of(chunks) == messages(alice, trip)["messages"][1]["content"]
+        preflight = httpx.options(
+            path,
+            headers={
+                **origin,
+                "access-control-request-method": "POST",
+                "access-control-request-headers": "authorization,content-type",
+            },
+        )
+        assert preflight.status_code == 204
+        assert "POST" in preflight.headers["access-control-allow-methods"]
+    finally:
+        server.stop()
+
+
+def test_a_trip_deleted_mid_reply_goes_with_its_streamed_reply(
+    stream_url: str,
+    alice_trip: tuple[Client, str],
+    backboard: BackboardStandIn,
+    admin_conn: Any,
+) -> None:
+    alice, trip = alice_trip
+    backboard.stream_delay = 0.2  # room for the test to act mid-reply on a busy machine
+    sender, sent = send_in_background(stream_url, alice, trip, "Delete me")
+    wait_for(lambda: [p for p in messages(alice, trip)["pendingReplies"] if p["content"]])
+    assert alice.call("DELETE", f"/sessions/{trip}").status == 204
+    sender.join(30)
+    assert types(sent["chunks"])[-1] == "[DONE]"  # the stream ended, it did not hang
+    rows = admin_conn.execute("SELECT count(*) FROM tripchat.reply_stream").fetchone()
+    assert rows == (0,)
+
+
+def test_the_request_id_is_the_function_urls(
+    stream_url: str, alice_trip: tuple[Client, str], backboard: BackboardStandIn
+) -> None:
+    alice, trip = alice_trip
+    context = json.dumps({"requestId": "req-from-lambda", "http": {"method": "GET"}})
+    resumed = httpx.get(
+        f"{stream_url}/sessions/{trip}/messages/stream",
+        headers=headers(alice, **{"x-amzn-request-context": context}),
+    )
+    assert resumed.status_code == 204
+    assert resumed.headers["x-request-id"] == "req-from-lambda"
+    unknown = httpx.get(f"{stream_url}/sessions/{trip}/messages/streams", headers=headers(alice))
+    assert unknown.status_code == 404
+    assert unknown.json()["error"]["code"] == "not_found"
+    wrong = httpx.put(f"{stream_url}/sessions/{trip}/messages/stream", headers=headers(alice))
+    assert wrong.status_code == 405
+    assert wrong.headers["allow"] == "GET, POST"
+
+
+def test_stopped_before_any_text_the_run_is_cancelled_and_the_turn_stays_open(
+    stream_url: str,
+    alice_trip: tuple[Client, str],
+    backboard: BackboardStandIn,
+    admin_conn: Any,
+) -> None:
+    alice, trip = alice_trip
+    backboard.stream_delay = 1.0  # the first piece comes a second after the run starts
+    key = {"idempotency-key": "early"}
+    sender, sent = send_in_background(stream_url, alice, trip, "Too soon", **key)
+    query = "SELECT run_id FROM tripchat.reply_stream WHERE run_id IS NOT NULL"
+    wait_for(lambda: admin_conn.execute(query).fetchone())
+    stop_url = f"{stream_url}/sessions/{trip}/messages/stream/stop"
+    assert httpx.post(stop_url, headers=headers(alice)).status_code == 204
+    sender.join(30)
+    assert sent["chunks"][-3]["data"]["status"] == "stopped"
+    assert backboard.calls("cancel_run") == 1
+    assert [m["role"] for m in messages(alice, trip)["messages"]] == ["user"]
+    # Nothing was said: the same request asks again, and this time gets its answer.
+    backboard.stream_delay = 0.0
+    again = parse(post_stream(stream_url, alice, trip, {"content": "Too soon"}, **key).text)
+    assert types(again)[-2:] == ["finish", "[DONE]"]
+    stored = messages(alice, trip)["messages"]
+    assert [m["role"] for m in stored] == ["user", "assistant"]
+    assert stored[1]["content"] == text_of(again)
+
+
+def test_a_streamed_first_reply_titles_a_new_trip_and_a_broken_one_does_not(
+    stream_url: str, api: Callable[[str], Client], backboard: BackboardStandIn
+) -> None:
+    alice = api("user_alice")
+    trip = alice.call("POST", "/sessions").body["id"]  # untitled: "New Trip"
+    backboard.inject("add_message", after_chunks=2)
+    broken = parse(post_stream(stream_url, alice, trip, {"content": "Kyoto in autumn"}).text)
+    assert types(broken)[-2:] == ["error", "[DONE]"]
+    assert alice.call("GET", f"/sessions/{trip}").body["title"] == "New Trip"  # abandoned
+    done = parse(post_stream(stream_url, alice, trip, {"content": "Kyoto in autumn, temples"}).text)
+    assert types(done)[-2:] == ["finish", "[DONE]"]
+    # Set before the turn ended, from the message, with memory off (the memories are the
+    # two sends', memory "Auto").
+    assert alice.call("GET", f"/sessions/{trip}").body["title"] == "Kyoto in autumn, temples"
+    assert len(backboard.memories()) == 2
+    assert len(backboard.threads()) == 1  # the titling threads are gone
