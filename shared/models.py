@@ -150,3 +150,35 @@ class MessagePage(ApiModel):
 class TurnOut(ApiModel):
     user_message: MessageOut
     assistant_message: MessageOut
+
+
+class TripRef(ApiModel):
+    id: str
+    title: str | None
+
+
+class SearchHitOut(ApiModel):
+    trip: TripRef
+    message_id: str | None  # None: the trip's title matched
+    role: Role | None  # the message's author; None for a title hit
+    created_at: UtcDatetime  # the message's, or the trip's for a title hit
+    # HTML: the text around the matches with &, <, >, " and ' escaped, and each match wrapped
+    # in <mark>...</mark>: safe to insert as HTML as it is.
+    snippet: str
+
+
+class SearchPage(ApiModel):
+    hits: list[SearchHitOut]  # best first
+    next_cursor: str | None  # pass as ?cursor= (with the same q) for more; None at the end
+
+
+class ExportPart(ApiModel):
+    """One part of a trip's export (format=json): the whole conversation when it fits in one
+    response, else consecutive parts linked by next_cursor."""
+
+    trip: TripOut
+    exported_at: UtcDatetime
+    message_count: int  # messages in the whole trip
+    offset: int  # messages in the parts before this one
+    messages: list[MessageOut]  # in conversation order
+    next_cursor: str | None  # pass as ?cursor= for the next part; None for the last
