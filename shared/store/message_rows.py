@@ -92,28 +92,28 @@ def export_rows_of(
     checked against the owner; the running sum stops the rows, so no more is read than sent."""
     _, condition, keys = page_clause(None, after)
     offset: LiteralString = (
-        'SELECT count(*) FROM "Message" WHERE "sessionId" = s."id" '
-        'AND ("createdAt", "id") <= (%s, %s)'
-        if after
-        else "SELECT 0"
+        'count(*) FILTER (WHERE ("createdAt", "id") <= (%s, %s))' if after else "0"
     )
     rows = fetch_records(
         conn,
         'SELECT u."id" AS "ownerId", s."id" AS "tripId", s."title" AS "tripTitle",'
         ' s."userId" AS "tripUserId", s."threadId" AS "tripThreadId",'
-        ' s."createdAt" AS "tripCreatedAt",'
-        ' (SELECT count(*) FROM "Message" WHERE "sessionId" = s."id") AS "messageCount",'
-        f' ({offset}) AS "offset", m.* FROM "User" u '
-        'LEFT JOIN "Session" s ON s."id" = %s AND s."userId" = u."id" '
-        "LEFT JOIN LATERAL ("
-        f" SELECT {MESSAGE_COLUMNS} FROM ("
+        ' s."createdAt" AS "tripCreatedAt", c."messageCount", c."offset", m.*'
+        ' FROM "User" u LEFT JOIN "Session" s ON s."id" = %s AND s."userId" = u."id"'
+        # Once per trip (an index-only count), not once per message row.
+        f' LEFT JOIN LATERAL (SELECT count(*) AS "messageCount", {offset} AS "offset"'
+        '  FROM "Message" WHERE "sessionId" = s."id") c ON true'
+        " LEFT JOIN LATERAL ("
+        f" SELECT {MESSAGE_COLUMNS}, n FROM ("
         f'  SELECT {MESSAGE_COLUMNS}, sum(octet_length("content"))'
-        '   OVER (ORDER BY "createdAt", "id") AS running FROM ('
+        '   OVER (ORDER BY "createdAt", "id") AS running,'
+        '   row_number() OVER (ORDER BY "createdAt", "id") AS n FROM ('
         f'   SELECT {MESSAGE_COLUMNS} FROM "Message" WHERE "sessionId" = s."id" {condition}'
         '   ORDER BY "createdAt", "id" LIMIT %s) first_rows'
         ' ) w WHERE running - octet_length("content") < %s'
-        ') m ON true WHERE u."clerkId" = %s ORDER BY m."createdAt", m."id"',
-        (*keys, trip_id, *keys, max_rows, max_bytes, clerk_id),
+        # No ORDER BY here: sorting megabytes of rows spills to disk; `n` orders them below.
+        ') m ON true WHERE u."clerkId" = %s',
+        (trip_id, *keys, *keys, max_rows, max_bytes, clerk_id),
     )
     if not rows:
         return ExportRows(None, None, 0, 0, [])
@@ -132,7 +132,11 @@ def export_rows_of(
         trip,
         int(first["messageCount"]),
         int(first["offset"]),
-        [Message.model_validate(row) for row in rows if row["id"] is not None],
+        [
+            Message.model_validate(row)
+            for row in sorted(rows, key=lambda row: row["n"] or 0)
+            if row["id"] is not None
+        ],
     )
 
 
