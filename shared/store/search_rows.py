@@ -36,10 +36,10 @@ MESSAGE_HEADLINE = f'{_MARKS}, MaxFragments=2, MaxWords=24, MinWords=8, Fragment
 TITLE_HEADLINE = f"{_MARKS}, HighlightAll=true"
 
 _QUERY: LiteralString = "websearch_to_tsquery('english', %(q)s)"
-_TITLE: LiteralString = "to_tsvector('english'::regconfig, COALESCE(s.\"title\", ''))"
+TITLE_VECTOR: LiteralString = "to_tsvector('english'::regconfig, COALESCE(s.\"title\", ''))"
 _CONTENT: LiteralString = "to_tsvector('english'::regconfig, m.\"content\")"
 
-_SEARCH: LiteralString = (
+SEARCH: LiteralString = (
     'SELECT q.terms, u."id" AS owner_id, p.trip_id, p.trip_title, p.message_id, p.role,'
     # float8: the float4 rank's exact value (as text, float4 would round to 9 digits).
     " p.created_at, p.hit_id, p.rank::float8 AS rank,"
@@ -53,9 +53,9 @@ _SEARCH: LiteralString = (
     "  SELECT * FROM ("
     '   SELECT s."id" AS trip_id, s."title" AS trip_title, NULL::text AS message_id,'
     '    NULL::text AS role, s."createdAt" AS created_at, s."id" AS hit_id,'
-    f"    ts_rank(setweight({_TITLE}, 'A'), {_QUERY}) AS rank, s.\"title\" AS body"
+    f"    ts_rank(setweight({TITLE_VECTOR}, 'A'), {_QUERY}) AS rank, s.\"title\" AS body"
     '   FROM "Session" s'
-    f'   WHERE s."userId" = u."id" AND {_TITLE} @@ {_QUERY}'
+    f'   WHERE s."userId" = u."id" AND {TITLE_VECTOR} @@ {_QUERY}'
     "   UNION ALL"
     '   SELECT s."id", s."title", m."id", m."role", m."createdAt", m."id",'
     # Normalization 1: divided by 1 + log(length), so long replies do not win by size alone.
@@ -89,27 +89,30 @@ class SearchResult:
     hits: list[Hit]
 
 
+def search_params(
+    clerk_id: str, text: str, limit: int, after: SearchKeyset | None = None
+) -> dict[str, object]:
+    """SEARCH's parameters: the user's best `limit` hits for `text` after `after`."""
+    rank, at, hit_id = after if after else (0.0, None, None)
+    return {
+        "q": text,
+        "clerk": clerk_id,
+        "limit": limit,
+        "after": after is not None,
+        "rank": rank,
+        "at": db_timestamp(at) if at else None,
+        "id": hit_id,
+        "marks": MARK_START + MARK_END,
+        "title_hl": TITLE_HEADLINE,
+        "message_hl": MESSAGE_HEADLINE,
+    }
+
+
 def search_trips_of(
     conn: Connection, clerk_id: str, text: str, *, limit: int, after: SearchKeyset | None = None
 ) -> SearchResult:
     """The user's best `limit` hits for `text` after the position `after`: one statement."""
-    rank, at, hit_id = after if after else (0.0, None, None)
-    rows = fetch_records(
-        conn,
-        _SEARCH,
-        {
-            "q": text,
-            "clerk": clerk_id,
-            "limit": limit,
-            "after": after is not None,
-            "rank": rank,
-            "at": db_timestamp(at) if at else None,
-            "id": hit_id,
-            "marks": MARK_START + MARK_END,
-            "title_hl": TITLE_HEADLINE,
-            "message_hl": MESSAGE_HEADLINE,
-        },
-    )
+    rows = fetch_records(conn, SEARCH, search_params(clerk_id, text, limit, after))
     first = rows[0]  # the query row is always there
     owner = None if first["owner_id"] is None else str(first["owner_id"])
     hits = [

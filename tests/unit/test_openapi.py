@@ -27,6 +27,8 @@ def test_document_describes_every_route_and_the_error_shape() -> None:
         ("DELETE", "/sessions/{id}"),
         ("GET", "/sessions/{id}/messages"),
         ("POST", "/sessions/{id}/messages"),
+        ("GET", "/sessions/{id}/export"),
+        ("GET", "/search"),
         ("POST", "/webhooks/clerk"),
     }
     send = doc["paths"]["/sessions/{id}/messages"]["post"]
