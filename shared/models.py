@@ -58,6 +58,7 @@ class Message(Row):
 
 TITLE_MAX = 200
 CONTENT_MAX = 8_000
+QUERY_MAX = 200  # a search query, in characters
 
 
 class ApiModel(BaseModel):
@@ -94,8 +95,18 @@ def _clean_content(value: str) -> str:
     return _storable(content, "content")
 
 
+def _clean_query(value: str) -> str:
+    query = value.strip()
+    if not query:
+        raise ValueError("q must contain a word to search for")
+    if len(query) > QUERY_MAX:
+        raise ValueError(f"q must be at most {QUERY_MAX} characters after trimming")
+    return _storable(query, "q")
+
+
 Title = Annotated[str, AfterValidator(_clean_title)]
 Content = Annotated[str, AfterValidator(_clean_content)]
+SearchText = Annotated[str, AfterValidator(_clean_query)]
 
 
 class CreateTripRequest(ApiModel):

@@ -27,12 +27,14 @@ from shared.domain.exports import export_window
 from shared.http import exports, pages
 from shared.http.api import create_app, request_viewer, resolve
 from shared.http.api_docs import documented, download, trip_links
-from shared.http.cursors import decode_cursor
+from shared.http.cursors import MAX_CURSOR_LENGTH, decode_cursor
 from shared.models import (
+    QUERY_MAX,
     CreateTripRequest,
     ExportPart,
     RenameTripRequest,
     SearchPage,
+    SearchText,
     TripOut,
     TripPage,
 )
@@ -43,6 +45,9 @@ app = create_app()
 
 # Routes name it `id`, as template.yaml does; Powertools passes it by that name.
 TripId = Annotated[str, Path(min_length=1, max_length=100, description="The trip's id")]
+NextCursor = Annotated[
+    str | None, Query(max_length=MAX_CURSOR_LENGTH, description="nextCursor of the previous page")
+]
 
 
 @app.get(
@@ -53,9 +58,7 @@ TripId = Annotated[str, Path(min_length=1, max_length=100, description="The trip
 )
 def list_sessions(
     limit: Annotated[int, Query(ge=1, le=100, description="Page size")] = 20,
-    cursor: Annotated[
-        str | None, Query(max_length=200, description="nextCursor of the previous page")
-    ] = None,
+    cursor: NextCursor = None,
 ) -> TripPage:
     after = decode_cursor(cursor) if cursor else None
     return pages.trip_page(trips.list_trips(request_viewer(app), limit=limit, after=after))
@@ -133,7 +136,8 @@ def export_session(
         exports.ExportFormat, Query(alias="format", description="md (Markdown) or json")
     ] = "md",
     cursor: Annotated[
-        str | None, Query(max_length=200, description="the next part's cursor (Link header)")
+        str | None,
+        Query(max_length=MAX_CURSOR_LENGTH, description="the next part's cursor (Link header)"),
     ] = None,
 ) -> Response[str]:
     window = export_window(
@@ -160,17 +164,15 @@ def export_session(
 )
 def search_trips(
     q: Annotated[
-        str,
+        SearchText,
         Query(
             min_length=1,
-            max_length=search.QUERY_MAX,
+            max_length=QUERY_MAX,
             description='Words to find; "a phrase", or, -word as in web search engines',
         ),
     ],
     limit: Annotated[int, Query(ge=1, le=50, description="Page size")] = 20,
-    cursor: Annotated[
-        str | None, Query(max_length=200, description="nextCursor of the previous page")
-    ] = None,
+    cursor: NextCursor = None,
 ) -> SearchPage:
     after = pages.search_position(cursor, q)
     return pages.search_page(search.search(request_viewer(app), q, limit=limit, after=after), q)

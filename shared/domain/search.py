@@ -15,8 +15,6 @@ from shared.errors import ValidationFailed
 from shared.store import db, search_rows
 from shared.store.search_rows import Hit, SearchKeyset
 
-QUERY_MAX = 200  # characters, after trimming
-
 
 @dataclass(frozen=True)
 class SearchWindow:
@@ -24,26 +22,14 @@ class SearchWindow:
     more: bool  # more hits follow the last one
 
 
-def clean_query(text: str) -> str:
-    """The query as searched: trimmed, 1-QUERY_MAX characters, storable text (422 otherwise)."""
-    query = text.strip()
-    if not query:
-        raise ValidationFailed("q must contain a word to search for.")
-    if len(query) > QUERY_MAX:
-        raise ValidationFailed(f"q must be at most {QUERY_MAX} characters.")
-    if "\x00" in query:  # PostgreSQL text cannot hold NUL
-        raise ValidationFailed("q must not contain NUL characters.")
-    return query
-
-
 def search(viewer: Viewer, text: str, *, limit: int, after: SearchKeyset | None) -> SearchWindow:
-    """The user's best `limit` hits for `text` (websearch syntax: "a phrase", or, -word) after
-    the position `after`: one statement for a known user. A query with no searchable words
-    (only stop words such as "the", or punctuation) is a 422: it could match nothing."""
-    query = clean_query(text)
+    """The user's best `limit` hits for `text` (websearch syntax: "a phrase", or, -word;
+    validated as models.SearchText) after the position `after`: one statement for a known
+    user. A query with no searchable words (only stop words such as "the", or punctuation) is
+    a 422: it could match nothing."""
     found = db.read(
         lambda conn: search_rows.search_trips_of(
-            conn, viewer.clerk_id, query, limit=limit + 1, after=after
+            conn, viewer.clerk_id, text, limit=limit + 1, after=after
         )
     )
     if not found.searchable:

@@ -1,5 +1,5 @@
-"""The export's Markdown escaping and file names, the search snippets' highlighting and the
-search cursor, in-process: what a reader or a browser makes of text a user wrote."""
+"""The export's Markdown escaping and file names, the search snippets' highlighting, the
+search cursor and query, in-process: what a reader or a browser makes of text a user wrote."""
 
 from __future__ import annotations
 
@@ -12,13 +12,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from markdown_it import MarkdownIt
+from pydantic import TypeAdapter
 
 from shared.domain.exports import ExportWindow
 from shared.errors import ValidationFailed
 from shared.http.cursors import decode_search_cursor, encode_search_cursor
 from shared.http.exports import escape_markdown, headers, render
 from shared.http.pages import highlighted
-from shared.models import Trip
+from shared.models import SearchText, Trip
 from shared.store.search_rows import MARK_END, MARK_START
 
 MARKDOWN = MarkdownIt("commonmark").enable(["table", "strikethrough"])
@@ -138,3 +139,18 @@ def test_search_cursors_refuse_ranks_float4_cannot_hold(rank: Any) -> None:
     key = json.loads(base64.urlsafe_b64decode(encode_search_cursor(good, "q") + "=="))[3]
     with pytest.raises(ValidationFailed):
         decode_search_cursor(_forge([rank, "2026-01-01T00:00:00+00:00", "m", key]), "q")
+
+
+@pytest.mark.parametrize(
+    ("raw", "error"),
+    [
+        ("   ", "a word"),
+        ("x" * 201, "at most 200"),
+        ("ryo\x00kan", "NUL"),
+        ("ryo\ud800kan", "lone surrogates"),
+    ],
+)
+def test_search_text_refuses_what_cannot_be_searched(raw: str, error: str) -> None:
+    with pytest.raises(ValueError, match=error):
+        TypeAdapter(SearchText).validate_python(raw)
+    assert TypeAdapter(SearchText).validate_python("  ryokan  ") == "ryokan"
