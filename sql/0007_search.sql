@@ -11,12 +11,12 @@
 -- from the seed's models plan `DROP INDEX` for both, as for any index they do not know.
 -- Nothing else breaks: search stays correct without them (it scans the user's own messages),
 -- only slower for users with many messages; `make migrate-verify` reports them missing, and
--- running this file's two statements again restores them. Keep `prisma db push` away from a
--- database this backend migrates, or re-create them after it (README, "Search").
+-- running this file's CREATE INDEX statements again restores them. Keep `prisma db push` away
+-- from a database this backend migrates, or re-create them after it (README, "Database").
 --
 -- Built inside the migration's transaction, which blocks writes to "Message" while it runs
--- (about a minute per million rows on a small server). On a large live table, create them beforehand with CREATE
--- INDEX CONCURRENTLY under the same names; this file then finds them and does nothing.
+-- (about a minute per million rows on a small server). On a large live table, create them
+-- beforehand with CREATE INDEX CONCURRENTLY under the same names; this file then skips them.
 
 -- Messages: by trip and lexeme in one GIN index (btree_gin lets GIN index the "sessionId"
 -- text too). A search asks it for (one of the user's trips, the query's lexemes): a common word
