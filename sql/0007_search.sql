@@ -4,7 +4,9 @@
 -- generated from the seed's models must keep working unchanged), so the indexes are on the
 -- very expressions the search statement uses (shared/store/search_rows.py); PostgreSQL uses
 -- them only while the two match, configuration 'english' included. A change of either is a
--- new migration and a code change together.
+-- new migration and a code change together. Plain GIN on core PostgreSQL only: no extension
+-- (btree_gin would let the message index hold the trip too, but the embedded PostgreSQL of
+-- `make dev` has no contrib extensions).
 --
 -- Prisma: schema.prisma cannot describe an expression (or GIN expression) index, so
 -- `prisma migrate dev` / `prisma migrate diff` / `prisma db push` run against this database
@@ -18,16 +20,8 @@
 -- (about a minute per million rows on a small server). On a large live table, create them
 -- beforehand with CREATE INDEX CONCURRENTLY under the same names; this file then skips them.
 
--- Messages: by trip and lexeme in one GIN index (btree_gin lets GIN index the "sessionId"
--- text too). A search asks it for (one of the user's trips, the query's lexemes): a common word
--- costs what the user's own matches cost, not what everyone's do. The lexemes alone (any
--- trip) are a search the same index also serves: PostgreSQL picks whichever is cheaper.
--- btree_gin is a contrib extension PostgreSQL trusts (13+: the database owner may create it),
--- available on RDS, Aurora, Neon, Supabase and Vercel Postgres.
-CREATE EXTENSION IF NOT EXISTS btree_gin;
-
-CREATE INDEX IF NOT EXISTS "Message_sessionId_content_search_idx"
-    ON "Message" USING GIN ("sessionId", to_tsvector('english'::regconfig, "content"));
+CREATE INDEX IF NOT EXISTS "Message_content_search_idx"
+    ON "Message" USING GIN (to_tsvector('english'::regconfig, "content"));
 
 CREATE INDEX IF NOT EXISTS "Session_title_search_idx"
     ON "Session" USING GIN (to_tsvector('english'::regconfig, COALESCE("title", '')));

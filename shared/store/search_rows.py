@@ -2,8 +2,7 @@
 
 The conditions are exactly the expressions the GIN indexes of sql/0007_search.sql are built
 on (`to_tsvector('english', ...)`): PostgreSQL uses an expression index only for the same
-expression, so the two change together. The message index also holds "sessionId", so the
-join from the user's trips probes it per trip: only the user's own postings are read. The user's query is parsed by websearch_to_tsquery
+expression, so the two change together. The user's query is parsed by websearch_to_tsquery
 (quoted phrases, `or`, `-word`; it never fails on syntax), written out in each place it is
 used so the planner sees a constant and estimates its selectivity from the index's statistics.
 

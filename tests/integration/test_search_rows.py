@@ -43,7 +43,7 @@ def test_the_search_statement_uses_the_search_indexes(clean_db: str, admin_conn:
                 {"q": "kyoto"},
             )
         )
-    assert 'Bitmap Index Scan on "Message_sessionId_content_search_idx"' in plan, plan
+    assert 'Bitmap Index Scan on "Message_content_search_idx"' in plan, plan
     assert 'Bitmap Index Scan on "Session_title_search_idx"' in titles, titles
 
 
