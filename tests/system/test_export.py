@@ -138,6 +138,7 @@ def _shown_messages(tokens: list[Any]) -> list[list[list[str]]]:
     return messages
 
 
+@pytest.mark.slow
 def test_a_10000_message_trip_comes_in_parts_within_lambdas_limit(
     api: Callable[[str], Client], admin_conn: Conn
 ) -> None:
