@@ -2,30 +2,41 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
 STAMP := $(VENV)/.installed-stamp
+# make dev installs only what the local server runs ([serve]); the first `make test` (or any
+# target needing the tools) installs the rest ([dev]).
+SERVE_STAMP := $(VENV)/.serve-stamp
 
 .DEFAULT_GOAL := help
 .PHONY: help install dev token invoke test test-fast lint typecheck pytest pytest-pooler bench openapi migrate migrate-status \
-	migrate-verify schema-snapshot package validate clean
+	migrate-verify schema-snapshot package lock validate clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+# uv installs in seconds what pip takes a minute for; pip only brings uv into the new venv.
+$(UV):
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check uv
+
+$(SERVE_STAMP): pyproject.toml | $(UV)
+	$(UV) pip install --quiet --python $(PY) -e '.[serve]'
+	touch $(SERVE_STAMP)
+
+$(STAMP): pyproject.toml | $(UV)
+	$(UV) pip install --quiet --python $(PY) -e '.[dev]'
+	touch $(STAMP) $(SERVE_STAMP)
 
 install: $(STAMP) ## create .venv and install the project with its dev tools
 
-dev: $(STAMP) ## run the backend on http://127.0.0.1:8787 (PORT=...; embedded PostgreSQL and stand-ins as needed)
+dev: $(SERVE_STAMP) ## run the backend on http://127.0.0.1:8787 (PORT=...; embedded PostgreSQL and stand-ins as needed)
 	$(PY) -m dev.stack.dev
 
 # Whose token: AS=bob on the command line. Not USER (make imports the shell's $USER) and not a
 # plain `AS ?=`: AS is make's built-in assembler variable and cross-compiling shells export it.
 TOKEN_AS := $(if $(filter command line,$(origin AS)),$(AS),alice)
-token: $(STAMP) ## print a bearer token from the local issuer: make token AS=alice
+token: $(SERVE_STAMP) ## print a bearer token from the local issuer: make token AS=alice
 	@$(PY) -m dev.stack.token_issuer --user $(TOKEN_AS)
 
 invoke: $(STAMP) ## run one handler on a sample event: make invoke FN=sessions EVENT=events/sessions_list.json
@@ -49,15 +60,15 @@ typecheck: $(STAMP) ## mypy --strict
 	$(VENV)/bin/mypy
 
 pytest: $(STAMP) ## only the tests, in parallel (pass ARGS=... to pytest)
-	$(PY) -m pytest -n auto $(ARGS)
+	$(PY) -m pytest -n auto --dist worksteal $(ARGS)
 
 test-fast: $(STAMP) ## the inner loop: the tests not marked slow, in parallel, no lint
-	$(PY) -m pytest -n auto -m "not slow" $(ARGS)
+	$(PY) -m pytest -n auto --dist worksteal -m "not slow" $(ARGS)
 
 pytest-pooler: $(STAMP) ## the database tests through PgBouncer (transaction mode; needs pgbouncer)
 	@if command -v pgbouncer >/dev/null || test -x /usr/sbin/pgbouncer; then \
 		echo "TEST_VIA_POOLER=1 pytest $(POOLER_TESTS)"; \
-		TEST_VIA_POOLER=1 $(PY) -m pytest -n auto $(POOLER_TESTS) $(ARGS); \
+		TEST_VIA_POOLER=1 $(PY) -m pytest -n auto --dist worksteal $(POOLER_TESTS) $(ARGS); \
 	elif [ -n "$$CI" ]; then \
 		echo "pgbouncer is not installed, and CI must run the pooler tests"; exit 1; \
 	else \
@@ -82,15 +93,14 @@ bench: $(STAMP) ## run the benchmark suite (ARGS=--smoke for a tiny run); writes
 openapi: $(STAMP) ## regenerate functions/openapi.json from the handlers
 	$(PY) -m dev.tools.openapi
 
-package: $(STAMP) ## build .aws-sam/build (functions + arm64/python3.13 layer) for `sam deploy`, no Docker
+package: $(STAMP) ## build .aws-sam/build as `sam build` does (same recipe), without sam or Docker
 	$(PY) -m dev.tools.package all
+
+lock: $(STAMP) ## refresh layer/requirements.txt (the layer's pinned, hashed wheels) from pyproject.toml
+	$(PY) -m dev.tools.package lock --upgrade
 
 validate: $(STAMP) ## lint the SAM template offline
 	AWS_DEFAULT_REGION=us-east-1 $(VENV)/bin/cfn-lint template.yaml
-
-# `sam build` (Docker or python3.13 users) builds the layer with this target.
-build-SharedLayer:
-	$(PYTHON) -m dev.tools.package layer "$(ARTIFACTS_DIR)"
 
 clean: ## remove build output and caches (keeps .venv and .local)
 	rm -rf build .aws-sam .pytest_cache .mypy_cache .ruff_cache

@@ -1,67 +1,116 @@
-"""Package the functions for `sam deploy` without Docker or a python3.13 interpreter.
+"""Build the deployment artifact: the shared layer and each function, as Lambda runs them.
 
-Writes what `sam build` would: .aws-sam/build/<LogicalId>/ for each function and for the
-shared layer, and .aws-sam/build/template.yaml pointing at them. The layer's dependencies
-are wheels for CPython 3.13 on manylinux aarch64 (Lambda's arm64), fetched by pip with
---platform/--python-version/--only-binary, so nothing is compiled for this machine.
-Also the `build-SharedLayer` target of `sam build`'s makefile builder: `layer ARTIFACTS_DIR`.
+One recipe, two ways in:
+- `sam build` uses the makefile builder: `layer/Makefile` (target build-SharedLayer) and
+  `functions/Makefile` (build-<Function>) call `layer` and `function` here, on the copy of
+  the resource's source sam made.
+- `make package` (no Docker, no sam) calls `all`: every resource into .aws-sam/build with the
+  same two functions, and .aws-sam/build/template.yaml pointing at them.
 
-boto3 is left out of the layer: Lambda's python3.13 runtime ships boto3/botocore (newer than
-pyproject's boto3>=1.34), and shipping them would add ~30 MB. It is still part of the pip
-resolution, then removed: otherwise an unbounded dependency (svix's python-dateutil) resolves
-to a release botocore rejects (dateutil>=3), and the layer's copy, first on sys.path, would
-break the runtime's botocore. Everything left in the layer satisfies botocore's own ranges.
+The layer's source is `layer/`: its `requirements.txt` (the lock, `make lock`) and the links
+`shared -> ../shared` and `sql -> ../sql`; nothing else of the repository reaches it. Its
+third-party packages are the lock's wheels for CPython 3.13 on manylinux aarch64 (Lambda's
+arm64), installed with --require-hashes --no-deps --platform ... --only-binary, so nothing is
+compiled for this machine and nothing outside the lock gets in. The Lambda runtime provides
+boto3/botocore/s3transfer: the lock resolves them (so their dependencies stay in botocore's
+ranges) but does not list them.
+
+Every .py of the artifact is compiled by CPython 3.13 with unchecked-hash invalidation: /opt
+and /var/task are read-only in Lambda, so without .pyc files every cold start compiles every
+module it imports (~2.3 s vs ~0.9 s for the sessions handler). Without a python3.13 here
+(PYTHON313, python3.13 on PATH, or pyenv's 3.13) the artifact is built without bytecode and
+says so.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
+LAYER_SOURCE = REPO / "layer"
+LOCK_NAME = "requirements.txt"
 
-PLATFORM = ["--platform", "manylinux2014_aarch64", "--platform", "manylinux_2_28_aarch64"]
 PYTHON_VERSION = "3.13"
-# Lambda's Python runtime ships these (boto3 and what only boto3 needs): resolved, not shipped.
+# template.yaml's Architectures (a test keeps them equal). The lock has every wheel's hash, so
+# the bench builds the same layer for this machine's architecture to import it here.
+ARCHITECTURE = "arm64"
+PIP_PLATFORMS = {
+    "arm64": ["manylinux2014_aarch64", "manylinux_2_28_aarch64"],
+    "x86_64": ["manylinux2014_x86_64", "manylinux_2_28_x86_64"],
+}
+UV_PLATFORM = {"arm64": "aarch64-manylinux_2_28", "x86_64": "x86_64-manylinux_2_28"}[ARCHITECTURE]
+# Lambda's Python runtime ships these: resolved by the lock (their ranges bind the rest), not in it.
 PROVIDED_BY_RUNTIME = ("boto3", "botocore", "s3transfer")
+# Where Lambda mounts each part: the paths tracebacks show, baked into the .pyc files.
+LAYER_MOUNT = "/opt"
+FUNCTION_MOUNT = "/var/task"
+SKIP = shutil.ignore_patterns("__pycache__", "*.pyc")
 
 
-def runtime_requirements() -> list[str]:
-    """[project].dependencies from pyproject.toml: the one list of what the layer needs."""
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    return list(project["dependencies"])
+def find_python313() -> str | None:
+    """A CPython 3.13 interpreter: PYTHON313, python3.13 on PATH, or pyenv's (a pyenv shim
+    on PATH fails unless its version is selected, hence the check that it runs)."""
+    candidates = [os.environ.get("PYTHON313"), shutil.which("python3.13")]
+    pyenv_root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv")
+    candidates += sorted(str(p) for p in pyenv_root.glob("versions/3.13*/bin/python3.13"))
+    for candidate in filter(None, candidates):
+        probe = subprocess.run(
+            [candidate, "-c", "import sys; print(sys.implementation.cache_tag)"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if probe.returncode == 0 and probe.stdout.strip() == "cpython-313":
+            return candidate
+    return None
 
 
-def _remove_distribution(site: Path, name: str) -> None:
-    """Delete one installed distribution by its RECORD, the files pip wrote for it."""
-    normalized = name.replace("-", "_").lower()
-    for dist_info in site.glob("*.dist-info"):
-        if dist_info.name.split("-")[0].lower() != normalized:
-            continue
-        folders: set[Path] = set()
-        for line in (dist_info / "RECORD").read_text().splitlines():
-            path = (site / line.split(",")[0]).resolve()
-            if path.is_file() and path.is_relative_to(site.resolve()):
-                path.unlink()
-                folders.update(p for p in path.parents if p.is_relative_to(site.resolve()))
-        shutil.rmtree(dist_info, ignore_errors=True)
-        # Folders the removal left empty, deepest first (a longer path is never a parent).
-        for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
-            if folder != site.resolve() and folder.is_dir() and not any(folder.iterdir()):
-                folder.rmdir()
+def compile_bytecode(root: Path, mount: str) -> bool:
+    """Compile every .py under root for CPython 3.13, as if root were mounted at `mount`."""
+    python = find_python313()
+    if python is None:
+        print(
+            f"WARNING: no python3.13 found (set PYTHON313): {root.name} is built without "
+            "bytecode, and every cold start will compile what it imports",
+            file=sys.stderr,
+        )
+        return False
+    # -j 0: all cores; -s/-p: the path Lambda sees; unchecked-hash: the .pyc is used as is,
+    # never compared with its source (the artifact is immutable once deployed).
+    result = subprocess.run(
+        [
+            python,
+            "-m",
+            "compileall",
+            "-q",
+            "-j",
+            "0",
+            "--invalidation-mode",
+            "unchecked-hash",
+            "-s",
+            str(root),
+            "-p",
+            mount,
+            str(root),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise SystemExit(f"compileall failed for {root}:\n{result.stdout}{result.stderr}")
+    return True
 
 
-def build_layer(target: Path) -> None:
-    """python/ (dependencies and shared/) and sql/, the layout Lambda mounts at /opt."""
-    if target.exists():
-        shutil.rmtree(target)
-    python = target / "python"
-    python.mkdir(parents=True)
+def pip_install(target: Path, *arguments: str) -> None:
+    """pip install --target for CPython 3.13 from wheels only, no bytecode (compile_bytecode
+    makes it, for the path Lambda mounts)."""
     subprocess.run(
         [
             sys.executable,
@@ -71,30 +120,82 @@ def build_layer(target: Path) -> None:
             "--quiet",
             "--disable-pip-version-check",
             "--target",
-            str(python),
-            *PLATFORM,
-            "--implementation",
-            "cp",
+            str(target),
             "--python-version",
             PYTHON_VERSION,
             "--only-binary=:all:",
             "--no-compile",
-            *runtime_requirements(),
+            *arguments,
         ],
         check=True,
     )
-    for name in PROVIDED_BY_RUNTIME:
-        _remove_distribution(python, name)
-    shutil.copytree(
-        REPO / "shared", python / "shared", ignore=shutil.ignore_patterns("__pycache__")
-    )
-    shutil.copytree(REPO / "sql", target / "sql")
 
 
-def build_function(code_uri: str, target: Path) -> None:
+def build_layer(
+    target: Path, source: Path = LAYER_SOURCE, architecture: str = ARCHITECTURE
+) -> None:
+    """python/ (the locked wheels and shared/) and sql/: the layout Lambda mounts at /opt."""
     if target.exists():
         shutil.rmtree(target)
-    shutil.copytree(REPO / code_uri, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    python = target / "python"
+    python.mkdir(parents=True)
+    pip_install(
+        python,
+        *(arg for platform in PIP_PLATFORMS[architecture] for arg in ("--platform", platform)),
+        "--implementation",
+        "cp",
+        "--no-deps",
+        "--require-hashes",
+        "--requirement",
+        str(source / LOCK_NAME),
+    )
+    # Console scripts: nothing runs them in Lambda, and pip writes this machine's interpreter
+    # (and its own launcher) into them: gone, with their RECORD lines, so the artifact is the
+    # same whichever pip built it.
+    shutil.rmtree(python / "bin", ignore_errors=True)
+    for record in python.glob("*.dist-info/RECORD"):
+        lines = record.read_text().splitlines(keepends=True)
+        record.write_text("".join(line for line in lines if not line.startswith("../../bin/")))
+    shutil.copytree(source / "shared", python / "shared", ignore=SKIP)
+    shutil.copytree(source / "sql", target / "sql", ignore=SKIP)
+    compile_bytecode(python, f"{LAYER_MOUNT}/python")
+
+
+def build_function(source: Path, target: Path) -> None:
+    """The handler's folder and its bytecode (its imports come from the layer)."""
+    if target.resolve() != source.resolve():
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(source, target, ignore=SKIP)
+    compile_bytecode(target, FUNCTION_MOUNT)
+
+
+def lock(upgrade: bool) -> None:
+    """Rewrite layer/requirements.txt from pyproject's [project].dependencies with uv: exact
+    versions and hashes for CPython 3.13 on manylinux aarch64."""
+    uv = shutil.which("uv") or str(Path(sys.executable).parent / "uv")
+    subprocess.run(
+        [
+            uv,
+            "pip",
+            "compile",
+            "--quiet",
+            "pyproject.toml",
+            "--python-version",
+            PYTHON_VERSION,
+            "--python-platform",
+            UV_PLATFORM,
+            "--generate-hashes",
+            "--custom-compile-command",
+            "make lock",
+            *(["--upgrade"] if upgrade else []),
+            *(arg for name in PROVIDED_BY_RUNTIME for arg in ("--no-emit-package", name)),
+            "--output-file",
+            str(LAYER_SOURCE.relative_to(REPO) / LOCK_NAME),
+        ],
+        cwd=REPO,
+        check=True,
+    )
 
 
 def _represent_dict(dumper: Any, data: dict[str, Any]) -> Any:
@@ -114,7 +215,7 @@ def _represent_dict(dumper: Any, data: dict[str, Any]) -> Any:
 
 
 def package(build_dir: Path) -> Path:
-    # Imported here: `sam build` runs the layer command with a bare python3 without PyYAML.
+    # Imported here: `sam build` runs `layer` and `function` with a bare python3 without PyYAML.
     import yaml
 
     from dev.stack.template import load_template
@@ -129,12 +230,13 @@ def package(build_dir: Path) -> Path:
     for logical_id, resource in template["Resources"].items():
         props = resource.get("Properties", {})
         if resource["Type"] == "AWS::Serverless::Function":
-            build_function(str(props["CodeUri"]), build_dir / logical_id)
+            build_function(REPO / str(props["CodeUri"]), build_dir / logical_id)
             props["CodeUri"] = logical_id
-        elif resource["Type"] == "AWS::Serverless::LayerVersion":
-            build_layer(build_dir / logical_id)
-            props["ContentUri"] = logical_id
             resource.pop("Metadata", None)  # already built
+        elif resource["Type"] == "AWS::Serverless::LayerVersion":
+            build_layer(build_dir / logical_id, REPO / str(props["ContentUri"]))
+            props["ContentUri"] = logical_id
+            resource.pop("Metadata", None)
     built = build_dir / "template.yaml"
     built.write_text(yaml.dump(template, Dumper=CfnDumper, sort_keys=False, width=100))
     return built
@@ -145,16 +247,23 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     all_cmd = sub.add_parser("all", help="every function and the layer, plus the template")
     all_cmd.add_argument("--build-dir", type=Path, default=REPO / ".aws-sam" / "build")
-    layer_cmd = sub.add_parser("layer", help="only the layer (sam build's makefile builder)")
+    layer_cmd = sub.add_parser("layer", help="the layer (sam build: layer/Makefile)")
+    layer_cmd.add_argument("source", type=Path)
     layer_cmd.add_argument("artifacts_dir", type=Path)
-    sub.add_parser("requirements", help="print the layer's requirements (from pyproject.toml)")
+    function_cmd = sub.add_parser("function", help="one function (sam build: functions/Makefile)")
+    function_cmd.add_argument("source", type=Path)
+    function_cmd.add_argument("artifacts_dir", type=Path)
+    lock_cmd = sub.add_parser("lock", help="rewrite layer/requirements.txt (needs uv)")
+    lock_cmd.add_argument("--upgrade", action="store_true", help="newest allowed releases")
     args = parser.parse_args(argv)
-    if args.command == "requirements":
-        print("\n".join(runtime_requirements()))
-    elif args.command == "layer":
-        build_layer(args.artifacts_dir)
+    if args.command == "layer":
+        build_layer(args.artifacts_dir, args.source)
+    elif args.command == "function":
+        build_function(args.source, args.artifacts_dir)
+    elif args.command == "lock":
+        lock(args.upgrade)
     else:
-        print(f"wrote {package(args.build_dir)}; deploy with: sam deploy --guided")
+        print(f"wrote {package(args.build_dir)}; deploy with: sam deploy")
 
 
 if __name__ == "__main__":

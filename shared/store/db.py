@@ -135,7 +135,8 @@ def _open_pool() -> ConnectionPool[Connection]:
         max_size=settings.db_pool_max_size,
         timeout=settings.db_connect_timeout_seconds,
         configure=_stamp,
-        reset=_stamp,
+        # No `reset=`: with one, the pool hands every returned connection to its worker
+        # thread, and the next checkout waits for that thread. _checkout stamps returns.
         check=_check,
         name="tripchat",
         open=False,
@@ -256,7 +257,10 @@ def _checkout() -> Iterator[Connection]:
     pool = get_pool()
     try:
         with pool.connection() as conn:
-            yield conn
+            try:
+                yield conn
+            finally:
+                _stamp(conn)  # handed back now: the idle check counts from here
     except PoolTimeout as exc:
         logger.warning("database pool timeout", extra={"error": str(exc)})
         if pool.pop_stats().get("connections_errors", 0):

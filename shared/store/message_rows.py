@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import LiteralString
 
-from shared.models import Message, Role, Trip
+from shared.models import Message, Trip
 from shared.store.common import (
     MESSAGE_COLUMNS,
     Keyset,
@@ -16,16 +16,6 @@ from shared.store.common import (
     take_slot,
 )
 from shared.store.db import Connection
-
-
-def insert_message(conn: Connection, *, trip_id: str, role: Role, content: str) -> Message:
-    return returning(
-        conn,
-        Message,
-        'INSERT INTO "Message" ("sessionId", "role", "content") '
-        f"VALUES (%s, %s, %s) RETURNING {MESSAGE_COLUMNS}",
-        (trip_id, role, content),
-    )
 
 
 @dataclass(frozen=True)

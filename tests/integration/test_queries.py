@@ -155,11 +155,28 @@ def test_message_page_tells_missing_user_trip_and_empty_trip_apart(clean_db: str
         ) == message_rows.TripMessages(None, False, [])
 
 
-def test_insert_message_returns_utc_row(clean_db: str) -> None:
+def test_a_turn_stores_both_messages_as_utc_rows(clean_db: str) -> None:
     user = _new_user()
+    turn = {"user_id": user.id, "idempotency_key": "k1"}
     with db.connection() as conn:
-        session = trip_rows.insert_trip(conn, user_id=user.id, thread_id="t")
-        message = message_rows.insert_message(conn, trip_id=session.id, role="user", content="Hi")
-    assert message.role == "user" and message.content == "Hi" and message.trip_id == session.id
-    assert message.created_at.tzinfo is UTC
-    assert abs(message.created_at - datetime.now(UTC)) < timedelta(seconds=30)
+        trip = trip_rows.insert_trip(conn, user_id=user.id, thread_id="t")
+        start = message_rows.begin_turn(
+            conn,
+            clerk_id=user.clerk_id,
+            trip_id=trip.id,
+            idempotency_key="k1",
+            content="Hi",
+            request_sha256="0" * 64,
+            rate_limit=10,
+            lease_seconds=30,
+        )
+        assert isinstance(start, message_rows.Started) and start.thread_id == "t"
+        reply = message_rows.finish_turn(conn, **turn, trip_id=trip.id, reply="Hello")
+        stored = message_rows.list_trip_messages(conn, user.clerk_id, trip.id, limit=10)
+    sent = start.user_message
+    assert (sent.role, sent.content, sent.trip_id) == ("user", "Hi", trip.id)
+    assert (reply.role, reply.content, reply.trip_id) == ("assistant", "Hello", trip.id)
+    assert stored.messages == [sent, reply]
+    for message in (sent, reply):
+        assert message.created_at.tzinfo is UTC
+        assert abs(message.created_at - datetime.now(UTC)) < timedelta(seconds=30)

@@ -184,8 +184,20 @@ def two_users_with_trips(
             for _ in range(2):
                 thread_id = get_backboard().create_thread(user.assistant_id)
                 trip = trip_rows.insert_trip(conn, user_id=user.id, thread_id=thread_id)
-                message_rows.insert_message(conn, trip_id=trip.id, role="user", content="hi")
-                message_rows.insert_message(conn, trip_id=trip.id, role="assistant", content="yo")
+                key = f"k-{trip.id}"
+                message_rows.begin_turn(
+                    conn,
+                    clerk_id=clerk_id,
+                    trip_id=trip.id,
+                    idempotency_key=key,
+                    content="hi",
+                    request_sha256="0" * 64,
+                    rate_limit=10,
+                    lease_seconds=30,
+                )
+                message_rows.finish_turn(
+                    conn, user_id=user.id, idempotency_key=key, trip_id=trip.id, reply="yo"
+                )
         pair.append(user)
     return pair[0], pair[1]
 

@@ -8,10 +8,13 @@ import json
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from dev.stack.template import REPO, http_routes, load_template
 from dev.tools import package
@@ -119,6 +122,76 @@ def test_migrations_run_before_the_api_functions_change() -> None:
     assert variables["MIGRATIONS_DIR"] == "/opt/sql"  # the layer's sql/, mounted at /opt
 
 
+def _alarm_metrics(alarm: dict[str, Any]) -> dict[str, str]:
+    """{metric id: function logical id} of a metric-math alarm over Lambda metrics."""
+    watched = {}
+    for query in alarm["Properties"]["Metrics"]:
+        if "MetricStat" in query:
+            (dimension,) = query["MetricStat"]["Metric"]["Dimensions"]
+            watched[query["Id"]] = dimension["Value"]["Ref"]
+    return watched
+
+
+def test_alarms_watch_every_function() -> None:
+    resources = load_template()["Resources"]
+    functions = {k for k, v in resources.items() if v["Type"] == "AWS::Serverless::Function"}
+    api_functions = {
+        k
+        for k in functions
+        if any(
+            e["Type"] == "HttpApi" for e in resources[k]["Properties"].get("Events", {}).values()
+        )
+    }
+    errors = resources["FunctionErrorsAlarm"]
+    assert set(_alarm_metrics(errors).values()) == functions
+    assert set(_alarm_metrics(resources["FunctionThrottlesAlarm"]).values()) == api_functions
+    # Each API function's p99 is measured against its own timeout: ms / (timeout_s * 10) is
+    # the percentage of the timeout.
+    duration = resources["FunctionDurationAlarm"]
+    watched = _alarm_metrics(duration)
+    assert set(watched.values()) == api_functions
+    (expression,) = [
+        q["Expression"] for q in duration["Properties"]["Metrics"] if "Expression" in q
+    ]
+    for metric_id, function in watched.items():
+        timeout = resources[function]["Properties"]["Timeout"]
+        assert f"{metric_id} / {timeout * 10}" in expression, (function, expression)
+    for alarm in ("ApiServerErrorRateAlarm", "FunctionErrorsAlarm", "FunctionThrottlesAlarm"):
+        properties = resources[alarm]["Properties"]
+        assert properties["AlarmActions"]["Fn::If"][0] == "HasAlarmTopic", alarm
+        # Every id the expression sums is one of the metrics (a function added to the list
+        # but not to the sum would never alarm).
+        (expression,) = [q["Expression"] for q in properties["Metrics"] if "Expression" in q]
+        for query in properties["Metrics"]:
+            if "MetricStat" in query:
+                assert re.search(rf"\b{query['Id']}\b", expression), (alarm, query["Id"])
+
+
+def test_reserved_concurrency_caps_every_function_only_when_set() -> None:
+    template = load_template()
+    cap = template["Globals"]["Function"]["ReservedConcurrentExecutions"]
+    assert cap == {
+        "Fn::If": [
+            "HasReservedConcurrency",
+            {"Ref": "ReservedConcurrency"},
+            {"Ref": "AWS::NoValue"},
+        ]
+    }
+    assert template["Parameters"]["ReservedConcurrency"]["Default"] == 0
+    for logical_id, resource in template["Resources"].items():
+        if resource["Type"] == "AWS::Serverless::Function":
+            assert "ReservedConcurrentExecutions" not in resource["Properties"], logical_id
+
+
+def test_api_access_logs_name_no_credentials() -> None:
+    api = load_template()["Resources"]["HttpApi"]["Properties"]
+    settings = api["AccessLogSettings"]
+    assert settings["DestinationArn"] == {"Fn::GetAtt": ["HttpApiAccessLogGroup", "Arn"]}
+    record = json.loads(settings["Format"])  # one JSON object per request
+    assert record["requestId"] == "$context.requestId"
+    assert not re.search(r"authorization|header|authorizer", settings["Format"], re.IGNORECASE)
+
+
 def _shape(path: str) -> str:
     """A route path with its parameters blanked: /sessions/{id} and /sessions/<trip_id> match."""
     return re.sub(r"\{\w+\}|<\w+>", "{}", path)
@@ -174,9 +247,68 @@ def test_every_template_route_reaches_a_handler_that_serves_it(
         assert response["statusCode"] in {400, 401}, (route.route_key, response)
 
 
+def _lock() -> dict[str, tuple[str, list[str]]]:
+    """layer/requirements.txt as {normalized name: (version, hashes)}."""
+    entries: dict[str, tuple[str, list[str]]] = {}
+    text = (package.LAYER_SOURCE / package.LOCK_NAME).read_text()
+    for line in re.sub(r"\\\n", " ", text).splitlines():
+        requirement = line.split("#")[0].strip()
+        if requirement:
+            spec, *options = requirement.split()
+            name, version = spec.split("==")
+            entries[canonicalize_name(name)] = (version, options)
+    return entries
+
+
+def test_lock_pins_every_runtime_dependency_with_hashes() -> None:
+    lock = _lock()
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    for dependency in map(Requirement, project["dependencies"]):
+        name = str(canonicalize_name(dependency.name))
+        if name in package.PROVIDED_BY_RUNTIME:
+            assert name not in lock, name  # the runtime's copy is the one Lambda imports
+            continue
+        assert name in lock, name
+        assert dependency.specifier.contains(lock[name][0], prereleases=True), (name, lock[name])
+    for name, (_, hashes) in lock.items():
+        assert hashes and all(h.startswith("--hash=sha256:") for h in hashes), name
+
+
+def test_the_layer_and_functions_are_built_from_their_own_folders() -> None:
+    resources = load_template()["Resources"]
+    layer = resources["SharedLayer"]
+    assert layer["Properties"]["ContentUri"] == "layer/"
+    # The wheels the recipe installs are for the architecture the functions run on.
+    assert load_template()["Globals"]["Function"]["Architectures"] == [package.ARCHITECTURE]
+    assert layer["Properties"]["CompatibleArchitectures"] == [package.ARCHITECTURE]
+    assert layer["Metadata"]["BuildArchitecture"] == package.ARCHITECTURE
+    assert layer["Metadata"]["BuildMethod"] == "makefile"
+    # What sam copies and hashes for the layer: the lock, its recipe, and the two links.
+    assert {p.name for p in package.LAYER_SOURCE.iterdir()} == {
+        "Makefile",
+        "requirements.txt",
+        "shared",
+        "sql",
+    }
+    assert (package.LAYER_SOURCE / "shared").resolve() == REPO / "shared"
+    assert (package.LAYER_SOURCE / "sql").resolve() == REPO / "sql"
+    for logical_id, resource in resources.items():
+        if resource["Type"] == "AWS::Serverless::Function":
+            # functions/Makefile adds the bytecode, for every function.
+            assert resource["Metadata"] == {"BuildMethod": "makefile", "ContextPath": "functions"}
+            assert str(resource["Properties"]["CodeUri"]).startswith("functions/"), logical_id
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`make package`'s artifact, built once for the tests below."""
+    build_dir = tmp_path_factory.mktemp("aws-sam-build")
+    return package.package(build_dir)
+
+
 @pytest.mark.slow
-def test_package_builds_the_sam_layout(tmp_path: Path) -> None:
-    built = package.package(tmp_path)
+def test_package_builds_the_sam_layout(built: Path) -> None:
+    tmp_path = built.parent
     for name in ("ClerkWebhookFunction", "SessionsFunction", "MessagesFunction", "MigrateFunction"):
         assert (tmp_path / name / "app.py").is_file()
         assert not (tmp_path / name / "shared").exists()  # shared/ comes from the layer
@@ -219,3 +351,61 @@ def test_package_builds_the_sam_layout(tmp_path: Path) -> None:
             check=False,
         )
         assert result.returncode == 0, result.stdout
+
+
+def _distributions(site: Path) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for dist_info in site.glob("*.dist-info"):
+        name, version = dist_info.name.removesuffix(".dist-info").rsplit("-", 1)
+        found[canonicalize_name(name)] = version
+    return found
+
+
+@pytest.mark.slow
+def test_the_layer_ships_exactly_the_lock_and_shared(built: Path) -> None:
+    site = built.parent / "SharedLayer" / "python"
+    assert _distributions(site) == {name: version for name, (version, _) in _lock().items()}
+    # Every top-level entry belongs to a locked distribution's RECORD, or is shared/: nothing
+    # from .venv, .local, tests/ or dev/, no console scripts.
+    recorded = {"shared", "__pycache__"}  # __pycache__: bytecode of top-level modules (six.py)
+    for record in site.glob("*.dist-info/RECORD"):
+        recorded |= {line.split(",")[0].split("/")[0] for line in record.read_text().splitlines()}
+    assert {p.name for p in site.iterdir()} <= recorded
+    assert not (site / "bin").exists()
+    # ... nor their RECORD lines: pip writes its own launcher into them, and the artifact must
+    # be the same whichever pip (sam's, the venv's) built it.
+    assert not [r for r in site.glob("*.dist-info/RECORD") if "../../bin/" in r.read_text()]
+    assert {p.name for p in (built.parent / "SharedLayer").iterdir()} == {"python", "sql"}
+    shipped = {p.relative_to(site / "shared") for p in (site / "shared").rglob("*.py")}
+    assert shipped == {p.relative_to(REPO / "shared") for p in (REPO / "shared").rglob("*.py")}
+
+
+@pytest.mark.slow
+def test_the_artifact_carries_cpython_313_bytecode(built: Path) -> None:
+    if package.find_python313() is None:
+        pytest.skip("no python3.13 here: the artifact is built without bytecode")
+    build_dir = built.parent
+    sources = [p for p in build_dir.rglob("*.py") if p.parent.name != "__pycache__"]
+    assert len(sources) > 500  # the layer's packages, shared/ and the handlers
+    for source in sources:
+        pyc = source.parent / "__pycache__" / f"{source.stem}.cpython-313.pyc"
+        assert pyc.is_file(), source
+    assert not [p for p in build_dir.rglob("*.pyc") if ".cpython-313." not in p.name]
+    # Unchecked hash-based .pyc (PEP 552: flags 0b01): used as is in read-only /opt and
+    # /var/task, never compared with the source; tracebacks name the paths Lambda mounts.
+    for pyc, mounted in (
+        (
+            build_dir / "SharedLayer/python/shared/__pycache__/config.cpython-313.pyc",
+            "/opt/python/shared/config.py",
+        ),
+        (build_dir / "SessionsFunction/__pycache__/app.cpython-313.pyc", "/var/task/app.py"),
+    ):
+        header = pyc.read_bytes()[:16]
+        assert int.from_bytes(header[4:8], "little") == 0b01, pyc
+        assert mounted.encode() in pyc.read_bytes(), pyc
+    for name in ("ClerkWebhookFunction", "SessionsFunction", "MessagesFunction", "MigrateFunction"):
+        assert {p.name for p in (build_dir / name).iterdir()} == {
+            "__init__.py",
+            "app.py",
+            "__pycache__",
+        }, name
