@@ -241,3 +241,21 @@ def test_file_names_are_safe(api: Callable[[str], Client], admin_conn: Conn) -> 
     ascii_name = disposition.split('filename="')[1].split('"')[0]
     assert ascii_name.startswith("etc-passwd-X-Injected-1-filename-evil-exe-")
     assert ascii_name.endswith(".md")
+
+
+def test_a_trip_without_messages_exports_its_title_and_dates(
+    api: Callable[[str], Client],
+) -> None:
+    alice = api("user_alice")
+    trip = _trip(alice, "Someday: Patagonia")
+    markdown = _export(alice, trip).body
+    assert markdown.startswith("# Someday: Patagonia\n\nTrip started ")
+    assert "· 0 messages · exported " in markdown
+    assert "\n## " not in markdown
+    part = _export(alice, trip, format="json").body
+    assert (part["messageCount"], part["offset"], part["messages"], part["nextCursor"]) == (
+        0,
+        0,
+        [],
+        None,
+    )
