@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import LiteralString
 
-from shared.models import Message
+from shared.models import Message, Trip
 from shared.store.common import (
     DEFAULT_TITLE,
     MESSAGE_COLUMNS,
@@ -60,6 +60,78 @@ def list_trip_messages(
         rows[0]["tripId"] is not None,
         messages if order == "ASC" else messages[::-1],
         [PendingReply.model_validate(r) for r in rows[0]["pending"] or []],
+    )
+
+
+@dataclass(frozen=True)
+class ExportRows:
+    owner_id: str | None  # None: no User row for this Clerk id (yet)
+    trip: Trip | None  # None: no such trip, or someone else's
+    message_count: int  # in the whole trip
+    offset: int  # messages up to and including `after`
+    messages: list[Message]  # in conversation order
+
+
+def export_rows_of(
+    conn: Connection,
+    clerk_id: str,
+    trip_id: str,
+    *,
+    after: Keyset | None,
+    max_bytes: int,
+    max_rows: int,
+) -> ExportRows:
+    """The trip and its next messages after `after`, in conversation order, as many as fit in
+    `max_bytes` of content (counted in UTF-8, as stored) plus the one that crosses it, at most
+    `max_rows`; with the trip's message count and the count up to `after`. One statement,
+    checked against the owner; the running sum stops the rows, so no more is read than sent."""
+    _, condition, keys = page_clause(None, after)
+    offset: LiteralString = (
+        'count(*) FILTER (WHERE ("createdAt", "id") <= (%s, %s))' if after else "0"
+    )
+    rows = fetch_records(
+        conn,
+        'SELECT u."id" AS "ownerId", s."id" AS "tripId", s."title" AS "tripTitle",'
+        ' s."userId" AS "tripUserId", s."threadId" AS "tripThreadId",'
+        ' s."createdAt" AS "tripCreatedAt", c."messageCount", c."offset", m.*'
+        ' FROM "User" u LEFT JOIN "Session" s ON s."id" = %s AND s."userId" = u."id"'
+        # Once per trip (an index-only count), not once per message row.
+        f' LEFT JOIN LATERAL (SELECT count(*) AS "messageCount", {offset} AS "offset"'
+        '  FROM "Message" WHERE "sessionId" = s."id") c ON true'
+        " LEFT JOIN LATERAL ("
+        f" SELECT {MESSAGE_COLUMNS}, n FROM ("
+        f'  SELECT {MESSAGE_COLUMNS}, sum(octet_length("content"))'
+        '   OVER (ORDER BY "createdAt", "id") AS running,'
+        '   row_number() OVER (ORDER BY "createdAt", "id") AS n FROM ('
+        f'   SELECT {MESSAGE_COLUMNS} FROM "Message" WHERE "sessionId" = s."id" {condition}'
+        '   ORDER BY "createdAt", "id" LIMIT %s) first_rows'
+        ' ) w WHERE running - octet_length("content") < %s'
+        # No ORDER BY here: sorting megabytes of rows spills to disk; `n` orders them below.
+        ') m ON true WHERE u."clerkId" = %s',
+        (trip_id, *keys, *keys, max_rows, max_bytes, clerk_id),
+    )
+    if not rows:
+        return ExportRows(None, None, 0, 0, [])
+    first = rows[0]
+    if first["tripId"] is None:
+        return ExportRows(str(first["ownerId"]), None, 0, 0, [])
+    trip = Trip(
+        id=first["tripId"],
+        title=first["tripTitle"],
+        user_id=first["tripUserId"],
+        thread_id=first["tripThreadId"],
+        created_at=first["tripCreatedAt"],
+    )
+    return ExportRows(
+        str(first["ownerId"]),
+        trip,
+        int(first["messageCount"]),
+        int(first["offset"]),
+        [
+            Message.model_validate(row)
+            for row in sorted(rows, key=lambda row: row["n"] or 0)
+            if row["id"] is not None
+        ],
     )
 
 

@@ -33,6 +33,8 @@ API_EVENTS = [
     ("sessions", "sessions_rename.json", 200),
     ("messages", "messages_send.json", 201),
     ("messages", "messages_list.json", 200),
+    ("sessions", "sessions_export.json", 200),
+    ("sessions", "sessions_search.json", 200),
     ("me", "me_get.json", 200),
     ("me", "me_memories_list.json", 200),
     ("me", "me_memories_delete.json", 204),

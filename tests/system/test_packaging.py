@@ -243,6 +243,8 @@ def test_every_template_route_reaches_a_handler_that_serves_it(
         "DELETE /sessions/{id}",
         "GET /sessions/{id}/messages",
         "POST /sessions/{id}/messages",
+        "GET /sessions/{id}/export",
+        "GET /search",
         "GET /me",
         "GET /me/memories",
         "DELETE /me/memories",

@@ -34,6 +34,10 @@ def test_reads_take_one_round_trip_and_a_send_two(api: Callable[[str], Client]) 
     assert count_round_trips(expect(200, "GET", "/sessions")) == one
     assert count_round_trips(expect(200, "GET", f"/sessions/{trip}/messages")) == one
     assert count_round_trips(expect(200, "GET", f"/sessions/{trip}")) == one
+    assert count_round_trips(expect(200, "GET", "/search", query={"q": "porto"})) == one
+    for export_format in ("md", "json"):
+        export = expect(200, "GET", f"/sessions/{trip}/export", query={"format": export_format})
+        assert count_round_trips(export) == one
     # Someone else's trip: the same single statement finds nothing.
     assert count_round_trips(expect(404, "GET", "/sessions/not-a-trip/messages")) == RoundTrips(
         statements=2, pings=0

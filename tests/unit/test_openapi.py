@@ -30,6 +30,8 @@ def test_document_describes_every_route_and_the_error_shape() -> None:
         ("POST", "/sessions/{id}/messages/stream"),
         ("GET", "/sessions/{id}/messages/stream"),
         ("POST", "/sessions/{id}/messages/stream/stop"),
+        ("GET", "/sessions/{id}/export"),
+        ("GET", "/search"),
         ("GET", "/me"),
         ("GET", "/me/memories"),
         ("DELETE", "/me/memories"),
