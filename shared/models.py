@@ -261,3 +261,31 @@ class ExportPart(ApiModel):
     offset: int  # messages in the parts before this one
     messages: list[MessageOut]  # in conversation order
     next_cursor: str | None  # pass as ?cursor= for the next part; None for the last
+
+
+class MemoryOut(ApiModel):
+    """One thing the assistant remembers of the traveller."""
+
+    id: str
+    content: str
+    created_at: UtcDatetime | None  # None when Backboard did not say
+    updated_at: UtcDatetime | None
+
+
+class MemoryPage(ApiModel):
+    memories: list[MemoryOut]  # newest first
+    next_cursor: str | None  # pass as ?cursor= for the next (older) page; None at the end
+
+
+class Totals(ApiModel):
+    trips: int
+    messages: int
+    memories: int | None  # None when the assistant service could not be asked just now
+
+
+class ProfileOut(ApiModel):
+    id: str
+    email: str  # empty until Clerk tells us one (see README, Users)
+    name: str | None
+    created_at: UtcDatetime
+    totals: Totals

@@ -482,7 +482,7 @@ def _search_plan(bench: Bench) -> str:
 
 # B4
 
-FUNCTIONS = ("clerk_webhook", "sessions", "messages", "migrate")
+FUNCTIONS = ("clerk_webhook", "sessions", "messages", "me", "migrate")
 BASELINE = "from aws_lambda_powertools import Logger; import psycopg"
 # A cold start in one process: the function's import (Lambda's init), then what its first
 # request sets up: the Secrets Manager client and a secret, the pool and its first statement,
@@ -510,7 +510,7 @@ print(json.dumps([
 """
 FIRST_REQUEST_STEPS = ("secrets_manager", "pool_open_first_statement", "jwks_and_verify")
 # What each function's first request sets up (the webhook verifies signatures, not tokens).
-FIRST_REQUEST = {"clerk_webhook": 2, "sessions": 3, "messages": 3, "migrate": 0}
+FIRST_REQUEST = {"clerk_webhook": 2, "sessions": 3, "messages": 3, "me": 3, "migrate": 0}
 
 
 class _SecretsManagerStandIn(BaseHTTPRequestHandler):

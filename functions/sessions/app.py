@@ -27,7 +27,13 @@ from shared.domain.exports import export_window
 from shared.http import exports, pages
 from shared.http.api import create_app, request_viewer, resolve
 from shared.http.api_docs import documented, download, trip_links
-from shared.http.cursors import MAX_CURSOR_LENGTH, decode_cursor
+from shared.http.cursors import (
+    MAX_CURSOR_LENGTH,
+    ListLimit,
+    NextCursor,
+    decode_cursor,
+    position_after,
+)
 from shared.models import (
     QUERY_MAX,
     CreateTripRequest,
@@ -45,9 +51,6 @@ app = create_app()
 
 # Routes name it `id`, as template.yaml does; Powertools passes it by that name.
 TripId = Annotated[str, Path(min_length=1, max_length=100, description="The trip's id")]
-NextCursor = Annotated[
-    str | None, Query(max_length=MAX_CURSOR_LENGTH, description="nextCursor of the previous page")
-]
 
 
 @app.get(
@@ -57,11 +60,12 @@ NextCursor = Annotated[
     responses=documented(200, "A page of my trips, newest first", TripPage),
 )
 def list_sessions(
-    limit: Annotated[int, Query(ge=1, le=100, description="Page size")] = 20,
+    limit: ListLimit = 20,
     cursor: NextCursor = None,
 ) -> TripPage:
-    after = decode_cursor(cursor) if cursor else None
-    return pages.trip_page(trips.list_trips(request_viewer(app), limit=limit, after=after))
+    return pages.trip_page(
+        trips.list_trips(request_viewer(app), limit=limit, after=position_after(cursor))
+    )
 
 
 @app.post(

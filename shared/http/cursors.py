@@ -15,7 +15,9 @@ import json
 import math
 import struct
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler.openapi.params import Query
 
 from shared.errors import ValidationFailed
 from shared.store.common import Keyset
@@ -29,6 +31,19 @@ MAX_ID_LENGTH = 100
 # year 9999 west of it); within it, the value is well inside PostgreSQL's TIMESTAMP(3) range.
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+
+
+# The query parameters of the newest-first lists (trips, memories).
+ListLimit = Annotated[int, Query(ge=1, le=100, description="Page size")]
+NextCursor = Annotated[
+    str | None,
+    Query(max_length=MAX_CURSOR_LENGTH, description="nextCursor of the previous page"),
+]
+
+
+def position_after(cursor: str | None) -> Keyset | None:
+    """Where a newest-first list resumes: the position `cursor` (a nextCursor) names."""
+    return decode_cursor(cursor) if cursor else None
 
 
 def _encode(parts: list[Any]) -> str:

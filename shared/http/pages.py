@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 
+from shared.domain.account import MemoryWindow, memory_position
 from shared.domain.chat import MessageWindow
 from shared.domain.search import SearchWindow
 from shared.domain.trips import TripWindow
@@ -16,6 +17,8 @@ from shared.http.cursors import (
     encode_search_cursor,
 )
 from shared.models import (
+    MemoryOut,
+    MemoryPage,
     MessageOut,
     MessagePage,
     PendingReplyOut,
@@ -57,6 +60,17 @@ def message_page(window: MessageWindow) -> MessagePage:
         pending_replies=[
             PendingReplyOut.model_validate(p, from_attributes=True) for p in window.pending
         ],
+    )
+
+
+def memory_page(window: MemoryWindow) -> MemoryPage:
+    last = window.memories[-1] if window.memories and window.more else None
+    return MemoryPage(
+        memories=[
+            MemoryOut(id=m.id, content=m.content, created_at=m.created_at, updated_at=m.updated_at)
+            for m in window.memories
+        ],
+        next_cursor=encode_cursor(*memory_position(last)) if last else None,
     )
 
 

@@ -227,6 +227,17 @@ def transaction() -> Iterator[Connection]:
         yield conn
 
 
+@contextmanager
+def pipeline() -> Iterator[Connection]:
+    """A connection whose statements in the block are pipelined with the request settings and
+    end in one Sync: PostgreSQL runs them as one implicit transaction (locks held to the end,
+    all rolled back on an error), and they cost one round trip, plus one where a result is
+    read inside the block."""
+    with connection() as conn, conn.pipeline():
+        send_settings(conn)
+        yield conn
+
+
 # Only the races the code expects are conflicts a client should retry; any other constraint
 # violation is a bug and must surface as one.
 RETRYABLE_CONSTRAINTS = frozenset({"Message_sessionId_fkey", "Session_userId_fkey"})

@@ -7,6 +7,7 @@ from typing import LiteralString
 
 from shared.models import Message, Trip
 from shared.store.common import (
+    DEFAULT_TITLE,
     MESSAGE_COLUMNS,
     Keyset,
     fetch_record,
@@ -148,6 +149,9 @@ class Started:
     user_id: str
     thread_id: str
     user_message: Message
+    # The user's assistant, when the trip still waits for its automatic title: the default
+    # title, never chosen by the traveller, and no reply yet (see shared.domain.titles).
+    titling_assistant_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -171,6 +175,7 @@ class Earlier:
     user_message: Message
     assistant_message: Message | None  # None: the reply is not stored (yet)
     lease_seconds_left: int  # > 0 while another request holds the turn
+    titling_assistant_id: str | None = None  # as for Started (a resumed first turn)
 
 
 TurnStart = NoTrip | Started | Refused | Earlier
@@ -178,9 +183,15 @@ TurnStart = NoTrip | Started | Refused | Earlier
 _BEGIN_TURN: LiteralString = (
     """
 WITH u AS (
-    SELECT "id" FROM "User" WHERE "clerkId" = %(clerk)s
+    SELECT "id", "assistantId" FROM "User" WHERE "clerkId" = %(clerk)s
 ), s AS (
-    SELECT s."id", s."threadId", s."userId" FROM "Session" s JOIN u ON u."id" = s."userId"
+    SELECT s."id", s."threadId", s."userId",
+           s."title" = %(default_title)s
+           AND NOT EXISTS (SELECT 1 FROM tripchat.trip_title_chosen c WHERE c.session_id = s."id")
+           AND NOT EXISTS (
+               SELECT 1 FROM "Message" r WHERE r."sessionId" = s."id" AND r."role" = 'assistant'
+           ) AS untitled
+    FROM "Session" s JOIN u ON u."id" = s."userId"
     WHERE s."id" = %(session)s
 ), existing AS (
     SELECT t.request_sha256, t.session_id AS earlier_trip_id,
@@ -210,6 +221,7 @@ WITH u AS (
 )
 SELECT (SELECT "id" FROM u) AS user_id,
        (SELECT "threadId" FROM s) AS thread_id,
+       (SELECT "assistantId" FROM u WHERE (SELECT untitled FROM s)) AS titling_assistant_id,
        (SELECT NOT accepted FROM rate) AS rate_limited,
        (SELECT retry_after FROM rate) AS rate_retry_after,
        msg."id" AS new_id, msg."createdAt" AS new_at, e.*
@@ -245,6 +257,7 @@ def begin_turn(
             "content": content,
             "limit": rate_limit,
             "lease": lease_seconds,
+            "default_title": DEFAULT_TITLE,
         },
     )
     if row is None or row["user_id"] is None or row["thread_id"] is None:
@@ -258,7 +271,7 @@ def begin_turn(
             trip_id=trip_id,
             created_at=row["new_at"],
         )
-        return Started(user_id, thread_id, new)
+        return Started(user_id, thread_id, new, row["titling_assistant_id"])
     if row["request_sha256"] is None:
         retry_after = max(1, int(row["rate_retry_after"] or 1))
         return Refused(user_id, bool(row["rate_limited"]), retry_after)
@@ -288,6 +301,7 @@ def begin_turn(
         ),
         reply,
         max(0, int(row["lease_left"] or 0)),
+        row["titling_assistant_id"],
     )
 
 
