@@ -22,6 +22,7 @@ server hung up, and a read that still meets a dead connection runs once more on 
 
 from __future__ import annotations
 
+import atexit
 import select
 import time
 import weakref
@@ -160,6 +161,13 @@ def get_pool() -> ConnectionPool[Connection]:
 def close_pool() -> None:
     """Close the pool (tests, and the local server on shutdown)."""
     _pool.reset()
+
+
+# A process that ends with the pool open (a CLI, a local worker, a test's child process) would
+# otherwise leave it to the pool's finalizer, which on Python 3.13 cannot stop the pool's
+# threads during interpreter shutdown and waits 5 s for each (20 s per exit, measured). Lambda
+# never gets here: its processes are frozen, then killed.
+atexit.register(close_pool)
 
 
 # The connection the current unit of work holds: nested units share it, so a pool of one
