@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import LiteralString
 
-from shared.models import Message, Trip
+from shared.models import Message, Role, Trip
 from shared.store.common import (
     DEFAULT_TITLE,
     MESSAGE_COLUMNS,
@@ -276,30 +276,24 @@ def begin_turn(
         retry_after = max(1, int(row["rate_retry_after"] or 1))
         return Refused(user_id, bool(row["rate_limited"]), retry_after)
     earlier = str(row["earlier_trip_id"])
-    reply = (
-        Message(
-            id=row["a_id"],
-            role="assistant",
-            content=row["a_content"],
+
+    def stored(prefix: str, role: Role) -> Message:
+        """The earlier turn's message whose columns carry this prefix."""
+        return Message(
+            id=row[f"{prefix}_id"],
+            role=role,
+            content=row[f"{prefix}_content"],
             trip_id=earlier,
-            created_at=row["a_at"],
+            created_at=row[f"{prefix}_at"],
         )
-        if row["a_id"] is not None
-        else None
-    )
+
     return Earlier(
         user_id,
         thread_id,
         earlier,
         str(row["request_sha256"]),
-        Message(
-            id=row["u_id"],
-            role="user",
-            content=row["u_content"],
-            trip_id=earlier,
-            created_at=row["u_at"],
-        ),
-        reply,
+        stored("u", "user"),
+        stored("a", "assistant") if row["a_id"] is not None else None,
         max(0, int(row["lease_left"] or 0)),
         row["titling_assistant_id"],
     )
