@@ -29,7 +29,6 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 import shared.gateways.auth  # noqa: F401  (every request verifies a token: load it at start)
-from functions.stream.docs import STOP_PATH, STREAM_PATH
 from shared.domain import streaming
 from shared.domain.users import Viewer
 from shared.errors import AppError, ValidationFailed
@@ -41,6 +40,7 @@ from shared.http.api import (
     error_headers,
     viewer_from_headers,
 )
+from shared.http.ui_stream import STOP_PATH, STREAM_PATH
 from shared.models import StreamMessageRequest
 
 logger = Logger(service="stream")
