@@ -23,7 +23,7 @@ from shared.domain import chat
 from shared.domain.trips import not_found
 from shared.domain.users import Viewer
 from shared.errors import AppError, BackboardObjectMissing, UpstreamError, UpstreamUnavailable
-from shared.gateways.backboard import get_backboard
+from shared.gateways.backboard import ReplyStream, get_backboard
 from shared.store import db, reply_rows
 from shared.store.reply_rows import ReplyInFlight
 
@@ -146,6 +146,7 @@ async def _turn(viewer: Viewer, begun: chat.Begun, emit: Callable[[Event], None]
     run_id: str | None = None
     written_at = time.monotonic()
     thread_id = begun.thread_id
+    reply: ReplyStream | None = None
     try:
         try:
             reply = get_backboard().stream_message(thread_id, begun.content)
@@ -167,11 +168,10 @@ async def _turn(viewer: Viewer, begun: chat.Begun, emit: Callable[[Event], None]
             if due or (run_id and not run_saved):
                 written_at, run_saved = time.monotonic(), run_id is not None
                 if not await _off_loop(_save, begun, "".join(parts), run_id, settings_lease):
-                    await reply.aclose()
                     emit(Ended("stopped"))
                     return
             chunk = await anext(reply, None)
-        stored = await _off_loop(_finish, begun, _whole(parts))
+        stored = await _off_loop(_finish, begun, _whole(parts, completed=reply.completed))
         emit(Ended("completed" if stored else "stopped"))
     except AppError as exc:
         status = await _off_loop(_fail, begun, "".join(parts))
@@ -180,9 +180,14 @@ async def _turn(viewer: Viewer, begun: chat.Begun, emit: Callable[[Event], None]
         logger.exception("streamed turn failed")
         status = await _off_loop(_fail, begun, "".join(parts))
         emit(Ended("stopped") if status == "stopped" else Ended("failed", AppError()))
+    finally:
+        if reply is not None:  # on every way out (a database failure too): no open response
+            await reply.aclose()
 
 
-def _whole(parts: list[str]) -> str:
+def _whole(parts: list[str], *, completed: bool) -> str:
+    if not completed:  # the stream stopped short of run_ended: only part of the reply
+        raise UpstreamUnavailable("The assistant's reply broke off; send again.")
     text = "".join(parts)
     if not text.strip():
         raise UpstreamError("The assistant returned an empty reply.")

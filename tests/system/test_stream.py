@@ -275,6 +275,26 @@ def test_failure_mid_stream_keeps_the_partial_and_a_retry_resumes(
     assert backboard.calls("add_message") == 2
 
 
+def test_a_stream_that_ends_without_run_ended_is_not_stored_as_complete(
+    stream_url: str, alice_trip: tuple[Client, str], backboard: BackboardStandIn
+) -> None:
+    # Backboard's stream closing mid-reply without an error (nor run_ended): half a reply,
+    # which must not reach "Message" as if complete; the turn is failed and resumable.
+    alice, trip = alice_trip
+    backboard.inject("add_message", after_chunks=3, cut=True)
+    key = {"idempotency-key": "k-cut"}
+    cut = parse(post_stream(stream_url, alice, trip, {"content": "Go"}, **key).text)
+    assert types(cut)[-2:] == ["error", "[DONE]"]
+    page = messages(alice, trip)
+    assert [m["role"] for m in page["messages"]] == ["user"]
+    (pending,) = page["pendingReplies"]
+    assert pending["status"] == "failed"
+    assert pending["content"] == text_of(cut)
+    retried = parse(post_stream(stream_url, alice, trip, {"content": "Go"}, **key).text)
+    assert types(retried)[-2:] == ["finish", "[DONE]"]
+    assert messages(alice, trip)["messages"][1]["content"] == text_of(retried)
+
+
 def test_resume_is_204_without_a_reply_in_flight_and_replays_one(
     stream_url: str, api: Callable[[str], Client], backboard: BackboardStandIn
 ) -> None:
