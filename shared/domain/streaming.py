@@ -262,7 +262,11 @@ async def _poll(reply: ReplyInFlight) -> AsyncIterator[Event]:
         yield Delta(sent)
     while True:
         await asyncio.sleep(POLL_SECONDS)
-        state = await _off_loop(_state, reply.user_id, reply.idempotency_key)
+        try:
+            state = await _off_loop(_state, reply.user_id, reply.idempotency_key)
+        except AppError as exc:  # the stream is open: the failure is its last event
+            yield Ended("failed", exc)
+            return
         if state.content.startswith(sent) and len(state.content) > len(sent):
             yield Delta(state.content[len(sent) :])
             sent = state.content

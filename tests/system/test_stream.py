@@ -21,6 +21,7 @@ from dev.stack.backboard_standin import REPLY_PREFIX, BackboardStandIn
 from dev.stack.stream_process import InThreadStreamServer
 from dev.stack.token_issuer import LocalIssuer
 from shared import config
+from shared.store import db
 
 Chunks = list[Any]
 
@@ -453,3 +454,48 @@ def test_stopped_before_any_text_the_run_is_cancelled_and_the_turn_stays_open(
     stored = messages(alice, trip)["messages"]
     assert [m["role"] for m in stored] == ["user", "assistant"]
     assert stored[1]["content"] == text_of(again)
+
+
+def test_a_database_outage_mid_reply_ends_the_resumed_stream_with_an_error(
+    stream_url: str,
+    api: Callable[[str], Client],
+    backboard: BackboardStandIn,
+    clean_db: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Once a stream is open, a failure arrives as its `error` chunk, for a follower too: not
+    # a connection cut without the stream's end.
+    from tests.conftest import VIA_POOLER
+    from tests.system.test_faults import _set_connections_allowed
+
+    monkeypatch.setenv("DB_CONNECT_TIMEOUT_SECONDS", "1")
+    config.reset_caches()
+    db.close_pool()
+    alice = api("user_alice")
+    trip = new_trip(alice)
+    backboard.stream_delay = 0.3
+    sender, sent = send_in_background(stream_url, alice, trip, "word " * 30)
+    wait_for(lambda: messages(alice, trip)["pendingReplies"])
+    followed: dict[str, Any] = {}
+
+    def follow() -> None:
+        url = f"{stream_url}/sessions/{trip}/messages/stream"
+        try:
+            followed["chunks"] = parse(httpx.get(url, headers=headers(alice), timeout=30).text)
+        except httpx.HTTPError as exc:
+            followed["error"] = exc
+
+    follower = threading.Thread(target=follow)
+    follower.start()
+    time.sleep(0.5)
+    _set_connections_allowed(clean_db, False)
+    try:
+        follower.join(15)
+    finally:
+        _set_connections_allowed(clean_db, True)
+    sender.join(30)
+    assert "error" not in followed, followed
+    assert types(followed["chunks"])[-1] == "[DONE]"
+    if not VIA_POOLER:  # a pooler may hold the statements through a short outage instead
+        assert types(followed["chunks"])[-2:] == ["error", "[DONE]"]
+        assert types(sent["chunks"])[-2:] == ["error", "[DONE]"]
