@@ -499,3 +499,55 @@ def test_a_database_outage_mid_reply_ends_the_resumed_stream_with_an_error(
     if not VIA_POOLER:  # a pooler may hold the statements through a short outage instead
         assert types(followed["chunks"])[-2:] == ["error", "[DONE]"]
         assert types(sent["chunks"])[-2:] == ["error", "[DONE]"]
+
+
+@pytest.mark.parametrize("ending", ["finish", "stop"])
+def test_a_trip_deleted_as_its_reply_ends_does_not_deadlock(
+    ending: str,
+    stream_url: str,
+    alice_trip: tuple[Client, str],
+    backboard: BackboardStandIn,
+    direct_url: str,
+) -> None:
+    # The trip's deletion (its "Session" row locked first, then its streamed replies) and
+    # the reply's completion or stop (its row, then "Message", whose key checks the trip):
+    # neither may fail for the other.
+    import psycopg
+
+    from shared.store import reply_rows, trip_rows
+
+    alice, trip = alice_trip
+    backboard.stream_delay = 3  # the turn's own next write is far off
+    sender, _ = send_in_background(stream_url, alice, trip, "Finish me")
+    wait_for(lambda: messages(alice, trip)["pendingReplies"])
+    finished: dict[str, Any] = {}
+    with psycopg.connect(direct_url) as deleting, psycopg.connect(direct_url) as finishing:
+        user_id, key = finishing.execute(
+            "SELECT user_id, idempotency_key FROM tripchat.reply_stream"
+        ).fetchone() or ("", "")
+        finishing.commit()
+        deleting.execute('SELECT 1 FROM "Session" WHERE "id" = %s FOR UPDATE', (trip,))
+
+        def finish() -> None:
+            try:
+                if ending == "finish":
+                    finished["message"] = reply_rows.finish_reply(
+                        finishing, user_id=str(user_id), idempotency_key=str(key), reply="Done."
+                    )
+                else:
+                    stopped = reply_rows.stop_reply(finishing, "user_alice", trip)
+                    finished["message"] = None if not stopped.trip_found else stopped
+                finishing.commit()
+            except psycopg.Error as exc:
+                finished["error"] = exc
+
+        finisher = threading.Thread(target=finish)
+        finisher.start()
+        time.sleep(0.5)  # the completion is under way, waiting for the trip's lock
+        thread_id = trip_rows.delete_trip_rows_of(deleting, "user_alice", trip)
+        deleting.commit()
+        finisher.join(10)
+    sender.join(30)
+    assert thread_id is not None
+    assert "error" not in finished, finished
+    assert finished["message"] is None  # the trip went first: nothing of it is left
