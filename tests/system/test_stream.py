@@ -551,3 +551,86 @@ def test_a_trip_deleted_as_its_reply_ends_does_not_deadlock(
     assert thread_id is not None
     assert "error" not in finished, finished
     assert finished["message"] is None  # the trip went first: nothing of it is left
+
+
+@pytest.mark.parametrize("finish", ["streamed", "sent"])
+def test_a_user_erased_as_their_reply_completes_does_not_deadlock(
+    finish: str,
+    stream_url: str,
+    alice_trip: tuple[Client, str],
+    backboard: BackboardStandIn,
+    direct_url: str,
+) -> None:
+    # The account's erasure (all its rows, children first) and a reply's completion at once,
+    # streamed (reply_rows) or not (message_rows, on the same turn).
+    import psycopg
+
+    from shared.errors import Conflict
+    from shared.store import message_rows, reply_rows, user_rows
+
+    alice, trip = alice_trip
+    backboard.stream_delay = 3  # the turn's own next write is far off
+    sender, _ = send_in_background(stream_url, alice, trip, "Finish me")
+    wait_for(lambda: messages(alice, trip)["pendingReplies"])
+    outcome: dict[str, Any] = {}
+    with (
+        psycopg.connect(direct_url) as holding,
+        psycopg.connect(direct_url) as erasing,
+        psycopg.connect(direct_url) as finishing,
+    ):
+        user_id, key = finishing.execute(
+            "SELECT user_id, idempotency_key FROM tripchat.reply_stream"
+        ).fetchone() or ("", "")
+        finishing.commit()
+        # Holds the erasure midway, as a slow statement would: at the trip's messages, or
+        # (for a sent reply, which locks its turn) at the streamed replies, before the turns.
+        if finish == "streamed":
+            holding.execute('SELECT 1 FROM "Message" WHERE "sessionId" = %s FOR UPDATE', (trip,))
+        else:
+            holding.execute("SELECT 1 FROM tripchat.reply_stream FOR UPDATE")
+
+        def run(name: str, work: Callable[[], object], conn: psycopg.Connection[Any]) -> None:
+            try:
+                outcome[name] = work()
+                conn.commit()
+            except (psycopg.Error, Conflict) as exc:
+                outcome[f"{name} error"] = exc
+
+        eraser = threading.Thread(
+            target=run,
+            args=("erased", lambda: user_rows.delete_user_rows(erasing, str(user_id)), erasing),
+        )
+        eraser.start()
+        time.sleep(0.5)
+        finisher = threading.Thread(
+            target=run,
+            args=(
+                "finished",
+                lambda: (
+                    reply_rows.finish_reply(
+                        finishing, user_id=str(user_id), idempotency_key=str(key), reply="Done."
+                    )
+                    if finish == "streamed"
+                    else message_rows.finish_turn(
+                        finishing,
+                        user_id=str(user_id),
+                        idempotency_key=str(key),
+                        trip_id=trip,
+                        reply="Done.",
+                    )
+                ),
+                finishing,
+            ),
+        )
+        finisher.start()
+        time.sleep(0.5)
+        holding.commit()
+        eraser.join(10)
+        finisher.join(10)
+    sender.join(30)
+    # The erasure went first (the finisher waited for the trip): the reply finds nothing.
+    assert outcome.pop("erased")
+    if finish == "streamed":
+        assert outcome == {"finished": None}
+    else:
+        assert isinstance(outcome.get("finished error"), Conflict), outcome
