@@ -634,3 +634,29 @@ def test_a_user_erased_as_their_reply_completes_does_not_deadlock(
         assert outcome == {"finished": None}
     else:
         assert isinstance(outcome.get("finished error"), Conflict), outcome
+
+
+def test_a_follower_whose_client_left_stops_following(
+    api: Callable[[str], Client], backboard: BackboardStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A resume only listens: once its client is gone it has no reason to poll the reply to
+    # its end (a reloading page would leave one such follower per reload). The send itself
+    # goes on (test_a_client_that_leaves_does_not_stop_the_turn).
+    monkeypatch.setenv("DB_POOL_MAX_SIZE", "4")
+    config.reset_caches()
+    alice = api("user_alice")
+    trip = new_trip(alice)
+    backboard.stream_delay = 0.3
+    follower = InThreadStreamServer()  # the resume's container
+    with InThreadStreamServer() as url, follower as follower_url:
+        sender, sent = send_in_background(url, alice, trip, "word " * 30)
+        wait_for(lambda: messages(alice, trip)["pendingReplies"])
+        resume = f"{follower_url}/sessions/{trip}/messages/stream"
+        with httpx.stream("GET", resume, headers=headers(alice), timeout=30) as response:
+            for line in response.iter_lines():
+                if '"text-delta"' in line:
+                    break  # one piece of text, then hang up
+        wait_for(lambda: follower.requests_running == 0, seconds=3)
+        assert messages(alice, trip)["pendingReplies"]  # the reply still streams meanwhile
+        sender.join(30)
+    assert types(sent["chunks"])[-2:] == ["finish", "[DONE]"]
