@@ -11,9 +11,11 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
 from dev.stack.apiclient import Client
@@ -21,7 +23,8 @@ from dev.stack.backboard_standin import REPLY_PREFIX, BackboardStandIn
 from dev.stack.stream_process import InThreadStreamServer
 from dev.stack.token_issuer import LocalIssuer
 from shared import config
-from shared.store import db
+from shared.errors import Conflict
+from shared.store import db, message_rows, reply_rows, trip_rows, user_rows
 
 Chunks = list[Any]
 
@@ -501,133 +504,120 @@ def test_a_database_outage_mid_reply_ends_the_resumed_stream_with_an_error(
         assert types(sent["chunks"])[-2:] == ["error", "[DONE]"]
 
 
+@dataclass(frozen=True)
+class TurnInFlight:
+    trip: str
+    user_id: str
+    key: str
+
+
+@pytest.fixture
+def turn_in_flight(
+    stream_url: str, alice_trip: tuple[Client, str], backboard: BackboardStandIn, direct_url: str
+) -> Iterator[TurnInFlight]:
+    """Alice's streamed reply, being written, whose own next write is far off: a test ends
+    it from outside (reply_rows, message_rows) while deleting what it belongs to."""
+    alice, trip = alice_trip
+    backboard.stream_delay = 3
+    sender, _ = send_in_background(stream_url, alice, trip, "Finish me")
+    wait_for(lambda: messages(alice, trip)["pendingReplies"])
+    with psycopg.connect(direct_url, autocommit=True) as conn:
+        row = conn.execute("SELECT user_id, idempotency_key FROM tripchat.reply_stream").fetchone()
+    assert row is not None
+    yield TurnInFlight(trip, str(row[0]), str(row[1]))
+    sender.join(30)
+
+
+def attempt(
+    outcome: dict[str, Any], name: str, conn: psycopg.Connection[Any], work: Callable[[], object]
+) -> threading.Thread:
+    """`work` in a transaction of `conn`, in a thread, started: its result (or its error,
+    under "<name> error") lands in `outcome`."""
+
+    def run() -> None:
+        try:
+            outcome[name] = work()
+            conn.commit()
+        except (psycopg.Error, Conflict) as exc:
+            outcome[f"{name} error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
 @pytest.mark.parametrize("ending", ["finish", "stop"])
 def test_a_trip_deleted_as_its_reply_ends_does_not_deadlock(
-    ending: str,
-    stream_url: str,
-    alice_trip: tuple[Client, str],
-    backboard: BackboardStandIn,
-    direct_url: str,
+    ending: str, turn_in_flight: TurnInFlight, direct_url: str
 ) -> None:
     # The trip's deletion (its "Session" row locked first, then its streamed replies) and
     # the reply's completion or stop (its row, then "Message", whose key checks the trip):
     # neither may fail for the other.
-    import psycopg
-
-    from shared.store import reply_rows, trip_rows
-
-    alice, trip = alice_trip
-    backboard.stream_delay = 3  # the turn's own next write is far off
-    sender, _ = send_in_background(stream_url, alice, trip, "Finish me")
-    wait_for(lambda: messages(alice, trip)["pendingReplies"])
-    finished: dict[str, Any] = {}
+    turn = turn_in_flight
+    outcome: dict[str, Any] = {}
     with psycopg.connect(direct_url) as deleting, psycopg.connect(direct_url) as finishing:
-        user_id, key = finishing.execute(
-            "SELECT user_id, idempotency_key FROM tripchat.reply_stream"
-        ).fetchone() or ("", "")
-        finishing.commit()
-        deleting.execute('SELECT 1 FROM "Session" WHERE "id" = %s FOR UPDATE', (trip,))
+        deleting.execute('SELECT 1 FROM "Session" WHERE "id" = %s FOR UPDATE', (turn.trip,))
 
-        def finish() -> None:
-            try:
-                if ending == "finish":
-                    finished["message"] = reply_rows.finish_reply(
-                        finishing, user_id=str(user_id), idempotency_key=str(key), reply="Done."
-                    )
-                else:
-                    stopped = reply_rows.stop_reply(finishing, "user_alice", trip)
-                    finished["message"] = None if not stopped.trip_found else stopped
-                finishing.commit()
-            except psycopg.Error as exc:
-                finished["error"] = exc
+        def end() -> object:
+            if ending == "finish":
+                return reply_rows.finish_reply(
+                    finishing, user_id=turn.user_id, idempotency_key=turn.key, reply="Done."
+                )
+            stopped = reply_rows.stop_reply(finishing, "user_alice", turn.trip)
+            return None if not stopped.trip_found else stopped
 
-        finisher = threading.Thread(target=finish)
-        finisher.start()
+        finisher = attempt(outcome, "finished", finishing, end)
         time.sleep(0.5)  # the completion is under way, waiting for the trip's lock
-        thread_id = trip_rows.delete_trip_rows_of(deleting, "user_alice", trip)
+        assert trip_rows.delete_trip_rows_of(deleting, "user_alice", turn.trip) is not None
         deleting.commit()
         finisher.join(10)
-    sender.join(30)
-    assert thread_id is not None
-    assert "error" not in finished, finished
-    assert finished["message"] is None  # the trip went first: nothing of it is left
+    assert outcome == {"finished": None}  # the trip went first: nothing of it is left
 
 
 @pytest.mark.parametrize("finish", ["streamed", "sent"])
 def test_a_user_erased_as_their_reply_completes_does_not_deadlock(
-    finish: str,
-    stream_url: str,
-    alice_trip: tuple[Client, str],
-    backboard: BackboardStandIn,
-    direct_url: str,
+    finish: str, turn_in_flight: TurnInFlight, direct_url: str
 ) -> None:
     # The account's erasure (all its rows, children first) and a reply's completion at once,
     # streamed (reply_rows) or not (message_rows, on the same turn).
-    import psycopg
-
-    from shared.errors import Conflict
-    from shared.store import message_rows, reply_rows, user_rows
-
-    alice, trip = alice_trip
-    backboard.stream_delay = 3  # the turn's own next write is far off
-    sender, _ = send_in_background(stream_url, alice, trip, "Finish me")
-    wait_for(lambda: messages(alice, trip)["pendingReplies"])
+    turn = turn_in_flight
     outcome: dict[str, Any] = {}
     with (
         psycopg.connect(direct_url) as holding,
         psycopg.connect(direct_url) as erasing,
         psycopg.connect(direct_url) as finishing,
     ):
-        user_id, key = finishing.execute(
-            "SELECT user_id, idempotency_key FROM tripchat.reply_stream"
-        ).fetchone() or ("", "")
-        finishing.commit()
         # Holds the erasure midway, as a slow statement would: at the trip's messages, or
         # (for a sent reply, which locks its turn) at the streamed replies, before the turns.
         if finish == "streamed":
-            holding.execute('SELECT 1 FROM "Message" WHERE "sessionId" = %s FOR UPDATE', (trip,))
+            holding.execute(
+                'SELECT 1 FROM "Message" WHERE "sessionId" = %s FOR UPDATE', (turn.trip,)
+            )
         else:
             holding.execute("SELECT 1 FROM tripchat.reply_stream FOR UPDATE")
 
-        def run(name: str, work: Callable[[], object], conn: psycopg.Connection[Any]) -> None:
-            try:
-                outcome[name] = work()
-                conn.commit()
-            except (psycopg.Error, Conflict) as exc:
-                outcome[f"{name} error"] = exc
-
-        eraser = threading.Thread(
-            target=run,
-            args=("erased", lambda: user_rows.delete_user_rows(erasing, str(user_id)), erasing),
-        )
-        eraser.start()
-        time.sleep(0.5)
-        finisher = threading.Thread(
-            target=run,
-            args=(
-                "finished",
-                lambda: (
-                    reply_rows.finish_reply(
-                        finishing, user_id=str(user_id), idempotency_key=str(key), reply="Done."
-                    )
-                    if finish == "streamed"
-                    else message_rows.finish_turn(
-                        finishing,
-                        user_id=str(user_id),
-                        idempotency_key=str(key),
-                        trip_id=trip,
-                        reply="Done.",
-                    )
-                ),
+        def complete() -> object:
+            if finish == "streamed":
+                return reply_rows.finish_reply(
+                    finishing, user_id=turn.user_id, idempotency_key=turn.key, reply="Done."
+                )
+            return message_rows.finish_turn(
                 finishing,
-            ),
+                user_id=turn.user_id,
+                idempotency_key=turn.key,
+                trip_id=turn.trip,
+                reply="Done.",
+            )
+
+        eraser = attempt(
+            outcome, "erased", erasing, lambda: user_rows.delete_user_rows(erasing, turn.user_id)
         )
-        finisher.start()
+        time.sleep(0.5)
+        finisher = attempt(outcome, "finished", finishing, complete)
         time.sleep(0.5)
         holding.commit()
         eraser.join(10)
         finisher.join(10)
-    sender.join(30)
     # The erasure went first (the finisher waited for the trip): the reply finds nothing.
     assert outcome.pop("erased")
     if finish == "streamed":
