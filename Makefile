@@ -48,7 +48,7 @@ POOLER_TESTS := tests/system/test_api.py tests/integration/test_users.py \
 	tests/integration/test_clerk_webhook.py tests/system/test_faults.py tests/integration/test_pool.py \
 	tests/system/test_round_trips.py tests/integration/test_queries.py \
 	tests/integration/test_migrations.py tests/system/test_hostile_input.py tests/system/test_events.py \
-	tests/system/test_stream.py
+	tests/system/test_stream.py tests/system/test_titles.py tests/system/test_me.py
 
 test: lint typecheck pytest pytest-pooler ## lint, type-check, the whole suite, then again through PgBouncer
 

@@ -59,6 +59,9 @@ class Settings(BaseModel):
     backboard_timeout_seconds: float = Field(default=20.0, gt=0, le=120)
     backboard_llm_provider: str | None = None
     backboard_model_name: str | None = None
+    # After a trip's first reply is stored, how long the send may still wait for the title
+    # asked for alongside it (shared.domain.titles); past that the trip keeps its default.
+    auto_title_wait_seconds: float = Field(default=1.0, ge=0, le=10)
 
     clerk_issuer: str | None = None
     clerk_jwks_url: str | None = None
@@ -93,6 +96,7 @@ class Settings(BaseModel):
             "backboard_timeout_seconds": "BACKBOARD_TIMEOUT_SECONDS",
             "backboard_llm_provider": "BACKBOARD_LLM_PROVIDER",
             "backboard_model_name": "BACKBOARD_MODEL_NAME",
+            "auto_title_wait_seconds": "AUTO_TITLE_WAIT_SECONDS",
             "clerk_issuer": "CLERK_ISSUER",
             "clerk_jwks_url": "CLERK_JWKS_URL",
             "clerk_jwt_key": "CLERK_JWT_KEY",

@@ -58,6 +58,7 @@ class Message(Row):
 
 TITLE_MAX = 200
 CONTENT_MAX = 8_000
+QUERY_MAX = 200  # a search query, in characters
 
 
 class ApiModel(BaseModel):
@@ -94,8 +95,18 @@ def _clean_content(value: str) -> str:
     return _storable(content, "content")
 
 
+def _clean_query(value: str) -> str:
+    query = value.strip()
+    if not query:
+        raise ValueError("q must contain a word to search for")
+    if len(query) > QUERY_MAX:
+        raise ValueError(f"q must be at most {QUERY_MAX} characters after trimming")
+    return _storable(query, "q")
+
+
 Title = Annotated[str, AfterValidator(_clean_title)]
 Content = Annotated[str, AfterValidator(_clean_content)]
+SearchText = Annotated[str, AfterValidator(_clean_query)]
 
 
 class CreateTripRequest(ApiModel):
@@ -218,3 +229,63 @@ class PendingReplyOut(ApiModel):
 class TurnOut(ApiModel):
     user_message: MessageOut
     assistant_message: MessageOut
+
+
+class TripRef(ApiModel):
+    id: str
+    title: str | None
+
+
+class SearchHitOut(ApiModel):
+    trip: TripRef
+    message_id: str | None  # None: the trip's title matched
+    role: Role | None  # the message's author; None for a title hit
+    created_at: UtcDatetime  # the message's, or the trip's for a title hit
+    # HTML: the text around the matches with &, <, >, " and ' escaped, and each match wrapped
+    # in <mark>...</mark>: safe to insert as HTML as it is.
+    snippet: str
+
+
+class SearchPage(ApiModel):
+    hits: list[SearchHitOut]  # best first
+    next_cursor: str | None  # pass as ?cursor= (with the same q) for more; None at the end
+
+
+class ExportPart(ApiModel):
+    """One part of a trip's export (format=json): the whole conversation when it fits in one
+    response, else consecutive parts linked by next_cursor."""
+
+    trip: TripOut
+    exported_at: UtcDatetime
+    message_count: int  # messages in the whole trip
+    offset: int  # messages in the parts before this one
+    messages: list[MessageOut]  # in conversation order
+    next_cursor: str | None  # pass as ?cursor= for the next part; None for the last
+
+
+class MemoryOut(ApiModel):
+    """One thing the assistant remembers of the traveller."""
+
+    id: str
+    content: str
+    created_at: UtcDatetime | None  # None when Backboard did not say
+    updated_at: UtcDatetime | None
+
+
+class MemoryPage(ApiModel):
+    memories: list[MemoryOut]  # newest first
+    next_cursor: str | None  # pass as ?cursor= for the next (older) page; None at the end
+
+
+class Totals(ApiModel):
+    trips: int
+    messages: int
+    memories: int | None  # None when the assistant service could not be asked just now
+
+
+class ProfileOut(ApiModel):
+    id: str
+    email: str  # empty until Clerk tells us one (see README, Users)
+    name: str | None
+    created_at: UtcDatetime
+    totals: Totals

@@ -121,7 +121,7 @@ def clean_db(database_url: str, direct_url: str) -> Iterator[str]:
     with psycopg.connect(direct_url, autocommit=True) as conn:
         conn.execute(
             'TRUNCATE "Message", "Session", "User", tripchat.reply_stream, tripchat.message_turn, '
-            "tripchat.rate_limit, tripchat.clerk_user_state"
+            "tripchat.rate_limit, tripchat.clerk_user_state, tripchat.trip_title_chosen"
         )
     config.reset_caches()
     db.close_pool()

@@ -5,7 +5,8 @@ B1 handler cost: warm handler invocations vs the same statements run directly on
    round trips), on loopback and through
    a proxy adding --delay-ms each way (default 0.5 ms: a ~1 ms round trip, as in AWS).
 B2 round trips: libpq protocol trace of one request per route (statements and pings).
-B3 scale: a 50-message page at small vs large Message tables; the trip list at 10 vs 10,000.
+B3 scale: a 50-message page and a search for a selective term at small vs large Message
+   tables (1,000 vs 1,000,000 rows); the trip list at 10 vs 10,000.
 B4 cold start on python3.13 from the deployment artifact (the same recipe, this machine's wheels):
    importing each function vs only Powertools' Logger and psycopg, and the first request's setup.
 B5 concurrency: K processes, each a warm container with its own pool, against one database.
@@ -155,6 +156,74 @@ def _ready_trip(bench: Bench, clerk_id: str, messages: int) -> tuple[Any, str, A
     return client, trip, user
 
 
+# Travel words for generated messages: ~12 of them per message, so the search index holds
+# realistic lexemes, and the selective term lands in 1 message in `every`.
+_VOCABULARY = (
+    "day museum market train station hotel dinner lunch breakfast beach walk tour ticket castle "
+    "river bridge old town square cathedral garden park view sunset wine food coffee tapas "
+    "seafood bus ferry airport flight night early late morning afternoon evening booking price "
+    "cheap expensive budget local guide map street shop souvenir festival music art gallery hike "
+    "mountain lake island coast cliff village city district metro tram taxi bike car parking "
+    "weather rain sun warm cold spring summer autumn winter"
+)
+WORDS = _VOCABULARY.split()
+SEARCH_TERM = "ryokan"
+COMMON_TERM = "hotel"
+
+_GENERATE_MESSAGES = """
+INSERT INTO "Message" ("sessionId", "role", "content", "createdAt")
+SELECT (%(trips)s::text[])[1 + i %% cardinality(%(trips)s::text[])],
+       CASE WHEN i %% 2 = 0 THEN 'user' ELSE 'assistant' END,
+       concat_ws(' ', w[1 + (i * 31) %% n], w[1 + (i * 17 + 3) %% n], w[1 + (i * 7 + 11) %% n],
+                 w[1 + (i * 13 + 5) %% n], w[1 + (i / 3) %% n], w[1 + (i * 29 + 1) %% n],
+                 w[1 + (i / 11) %% n], w[1 + (i * 3 + 7) %% n], w[1 + (i / 97) %% n],
+                 w[1 + (i * 101) %% n], 'm' || i,
+                 CASE WHEN i %% %(every)s = 0 THEN %(term)s END),
+       now() - interval '400 days' + make_interval(secs => i + %(offset)s)
+FROM generate_series(1, %(count)s) i,
+     (SELECT %(words)s::text[] AS w, cardinality(%(words)s::text[]) AS n) vocabulary
+"""
+
+
+def generate_messages(
+    bench: Bench, trips: list[str], count: int, *, every: int, offset: int = 0
+) -> None:
+    """`count` messages spread over `trips`, generated in SQL (a million in about a minute,
+    most of it the search index), then VACUUM ANALYZE: statistics, and the GIN index's pending
+    entries merged, as autovacuum keeps a live table."""
+    with psycopg.connect(bench.url, autocommit=True) as conn:
+        conn.execute(
+            _GENERATE_MESSAGES,
+            {
+                "trips": trips,
+                "count": count,
+                "every": every,
+                "term": SEARCH_TERM,
+                "offset": offset,
+                "words": WORDS,
+            },
+        )
+        conn.execute('VACUUM ANALYZE "Message"')
+
+
+def crowd_trips(bench: Bench, users: int, trips: int) -> list[str]:
+    """Other travellers' trips (rows only: the benchmark never asks Backboard about them)."""
+    with psycopg.connect(bench.url, autocommit=True) as conn:
+        conn.execute(
+            'INSERT INTO "User" ("id", "clerkId", "assistantId", "email") '
+            "SELECT 'crowd-' || u, 'user_bench_crowd_' || u, 'asst-crowd-' || u, "
+            "'crowd' || u || '@example.test' FROM generate_series(1, %s) u",
+            (users,),
+        )
+        rows = conn.execute(
+            'INSERT INTO "Session" ("id", "userId", "threadId", "title") '
+            "SELECT 'crowd-trip-' || t, 'crowd-' || (1 + t %% %s), 'thread-crowd-' || t, "
+            "'Trip ' || t FROM generate_series(1, %s) t RETURNING id",
+            (users, trips),
+        ).fetchall()
+    return [str(row[0]) for row in rows]
+
+
 # B1 and B2
 
 # The shape before, for comparison: a liveness ping at checkout and the user looked up by
@@ -291,12 +360,41 @@ def b3(bench: Bench) -> dict[str, Any]:
     def older_page() -> object:
         return client.call("GET", f"/sessions/{trip}/messages", query={"limit": "50"})
 
+    # The searching traveller: three trips, one titled with the term, and
+    # `messages_small` messages of their own, the term in 1 in 200.
+    searcher = _client(bench, "user_bench_search")
+    own = [
+        searcher.call("POST", "/sessions", body={"title": title}).body["id"]
+        for title in (f"Kyoto {SEARCH_TERM} week", "Lisbon", "Porto")
+    ]
+    generate_messages(bench, own, s.messages_small, every=200)
+
+    def search(term: str = SEARCH_TERM) -> Any:
+        reply = searcher.call("GET", "/search", query={"q": term, "limit": "20"})
+        assert reply.status == 200, reply.body
+        return reply
+
+    def common() -> object:  # in about 1 message in 8, everyone's: not selective
+        return search(COMMON_TERM)
+
+    rows_small = _count_messages(bench)
     small_page = summary(timed(page, s.samples, s.warmup))
-    # Grow Message to the large size with other trips' messages (COPY), then measure again.
-    other_client, other_trip, _ = _ready_trip(
-        bench, "user_bench_b3_other", s.messages_large - s.messages_small
+    small_search = summary(timed(search, s.samples, s.warmup))
+    small_common = summary(timed(common, s.samples, s.warmup))
+    hits = len(search().body["hits"])
+    # Grow Message to the large size with 100 other travellers' messages over 1,000 trips,
+    # the term in 1 in 10,000 of them (selective), then measure again.
+    generate_messages(
+        bench,
+        crowd_trips(bench, users=100, trips=1_000),
+        s.messages_large - rows_small,
+        every=10_000,
+        offset=s.messages_small,
     )
     large_page = summary(timed(page, s.samples, s.warmup))
+    large_search = summary(timed(search, s.samples, s.warmup))
+    large_common = summary(timed(common, s.samples, s.warmup))
+    search_plan = _search_plan(bench)
 
     few = _client(bench, "user_bench_few")
     many = _client(bench, "user_bench_many")
@@ -330,10 +428,23 @@ def b3(bench: Bench) -> dict[str, Any]:
             'ORDER BY "createdAt" DESC, id DESC LIMIT 51',
             (trip,),
         ).fetchall()
-    del other_client, other_trip
     return {
+        "search": {
+            "rows_small": rows_small,
+            "rows_large": int(total[0]) if total else 0,
+            "term": SEARCH_TERM,
+            "hits": hits,
+            "small": small_search,
+            "large": large_search,
+            "ratio_p50": round(large_search["p50_ms"] / small_search["p50_ms"], 2),
+            "plan": search_plan,
+            "common_term": COMMON_TERM,
+            "common_small": small_common,
+            "common_large": large_common,
+            "common_ratio_p50": round(large_common["p50_ms"] / small_common["p50_ms"], 2),
+        },
         "message_page": {
-            "rows_small": s.messages_small,
+            "rows_small": rows_small,
             "rows_large": int(total[0]) if total else 0,
             "small": small_page,
             "large": large_page,
@@ -350,9 +461,28 @@ def b3(bench: Bench) -> dict[str, Any]:
     }
 
 
+def _count_messages(bench: Bench) -> int:
+    with psycopg.connect(bench.url, autocommit=True) as conn:
+        row = conn.execute('SELECT count(*) FROM "Message"').fetchone()
+    return int(row[0]) if row else 0
+
+
+def _search_plan(bench: Bench) -> str:
+    """How PostgreSQL runs the search statement: the index scans it uses."""
+    from shared.store import search_rows
+
+    with psycopg.connect(bench.url, autocommit=True) as conn:
+        clerk = "user_bench_search"
+        plan = conn.execute(
+            "EXPLAIN " + search_rows.SEARCH, search_rows.search_params(clerk, SEARCH_TERM, 21)
+        ).fetchall()
+    scans = [str(r[0]).strip().removeprefix("->  ") for r in plan if "Index Scan" in str(r[0])]
+    return " / ".join(scan.split("  (")[0] for scan in scans)
+
+
 # B4
 
-FUNCTIONS = ("clerk_webhook", "sessions", "messages", "migrate")
+FUNCTIONS = ("clerk_webhook", "sessions", "messages", "me", "migrate")
 BASELINE = "from aws_lambda_powertools import Logger; import psycopg"
 # A cold start in one process: the function's import (Lambda's init), then what its first
 # request sets up: the Secrets Manager client and a secret, the pool and its first statement,
@@ -380,7 +510,7 @@ print(json.dumps([
 """
 FIRST_REQUEST_STEPS = ("secrets_manager", "pool_open_first_statement", "jwks_and_verify")
 # What each function's first request sets up (the webhook verifies signatures, not tokens).
-FIRST_REQUEST = {"clerk_webhook": 2, "sessions": 3, "messages": 3, "migrate": 0}
+FIRST_REQUEST = {"clerk_webhook": 2, "sessions": 3, "messages": 3, "me": 3, "migrate": 0}
 
 
 class _SecretsManagerStandIn(BaseHTTPRequestHandler):
@@ -762,7 +892,17 @@ def _b6_lines(b6: dict[str, Any], lines: list[str]) -> None:
 
 
 def _b3_lines(b3: dict[str, Any], lines: list[str]) -> None:
-    page, trips = b3["message_page"], b3["trip_list"]
+    page, trips, search = b3["message_page"], b3["trip_list"], b3["search"]
+    lines.append(
+        f"| B3 search, a selective term ({search['hits']} hits), {search['rows_small']:,} vs "
+        f"{search['rows_large']:,} messages | p50 {search['small']['p50_ms']} vs "
+        f"{search['large']['p50_ms']} ms → **ratio {search['ratio_p50']}** | ≤ 1.5 |"
+    )
+    lines.append(
+        f"| B3 search, a common term (page of 20), {search['rows_small']:,} vs "
+        f"{search['rows_large']:,} messages | p50 {search['common_small']['p50_ms']} vs "
+        f"{search['common_large']['p50_ms']} ms → ratio {search['common_ratio_p50']} | |"
+    )
     lines.append(
         f"| B3 50-message page, {page['rows_small']:,} vs {page['rows_large']:,} rows | "
         f"p50 {page['small']['p50_ms']} vs {page['large']['p50_ms']} ms → "

@@ -103,8 +103,13 @@ def http_event(
 
 
 def response_json(response: Mapping[str, Any]) -> Any:
-    """The decoded JSON body of a handler's response (None for an empty body)."""
+    """The decoded JSON body of a handler's response (None for an empty body); a body of
+    another media type (a Markdown download) as its text."""
     body = response.get("body") or ""
     if response.get("isBase64Encoded"):
         body = base64.b64decode(body).decode()
+    headers = {k.lower(): v for k, v in (response.get("headers") or {}).items()}
+    media_type = headers.get("content-type", "application/json").split(";")[0].strip()
+    if media_type != "application/json":
+        return body
     return json.loads(body) if body else None

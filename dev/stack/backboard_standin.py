@@ -2,16 +2,23 @@
 
 For tests and local development only, never used in AWS. It answers the real `backboard-sdk`
 with the JSON shapes its models parse (assistants, threads, messages with a deterministic,
-clearly labelled offline reply), checks the API key, injects faults (status codes, latency,
-timeouts, 429 with Retry-After, odd answers, random failures from a seeded generator) and lets
-tests inspect what exists. Out-of-process users drive the same controls over HTTP under
-/_standin/ (no API key, loopback only).
+clearly labelled offline reply, an assistant's memories), checks the API key, injects faults
+(status codes, latency, timeouts, 429 with Retry-After, odd answers, random failures from a
+seeded generator) and lets tests inspect what exists. Out-of-process users drive the same
+controls over HTTP under /_standin/ (no API key, loopback only).
 
 Semantics worth knowing:
 - A call hit by a fault with a status (or a payload) has no effect on the state. A fault with
   only a delay still takes effect after the delay, even if the client gave up: that is how a
   real timeout looks (the object may exist although the caller saw an error).
-- Deleting an assistant deletes its threads and their messages, as Backboard does.
+- Deleting an assistant deletes its threads and their messages, and its memories, as
+  Backboard does.
+- Memory: a message sent with memory "Auto" leaves one memory on the thread's assistant (what
+  the traveller said); "off" (or none) leaves none. The memory routes are scoped by assistant:
+  another assistant's memory id is a 404, as on Backboard.
+- A message sent without a thread (the SDK's `send_message`) starts a thread under the given
+  assistant. When it carries per-turn instructions (`system_prompt`, as a titling request
+  does) the answer is deterministic: the first six words of the content, in quotes.
 - reset() empties the state, clears faults and re-seeds the random generator; a delayed call
   from before the reset lands in the discarded state, never in the new one.
 - Message contents are never logged.
@@ -55,16 +62,36 @@ OPERATIONS = (
     "get_thread",
     "delete_thread",
     "add_message",
+    "send_message",
+    "list_memories",
+    "get_memory",
+    "add_memory",
+    "delete_memory",
+    "reset_memories",
+    "memory_stats",
     "cancel_run",
 )
 # The operations that change what exists: the state file is rewritten after each success.
 CHANGES = frozenset(
-    {"create_assistant", "delete_assistant", "create_thread", "delete_thread", "add_message"}
+    {
+        "create_assistant",
+        "delete_assistant",
+        "create_thread",
+        "delete_thread",
+        "add_message",
+        "send_message",
+        "add_memory",
+        "delete_memory",
+        "reset_memories",
+    }
 )
 STATE_VERSION = 1
 REPLY_PREFIX = "[offline Backboard stand-in]"
-SENT_OPTIONS = ("memory", "llm_provider", "model_name")
+SENT_OPTIONS = ("memory", "llm_provider", "model_name", "system_prompt")
+MEMORY_PREFIX = "The traveller said: "
+TITLE_WORDS = 6
 DEFAULT_SEED = 1234
+MEMORY_NOT_FOUND = {"detail": "Memory not found"}
 
 Answer = tuple[int, Any]  # HTTP status, JSON payload (None: an empty body)
 
@@ -100,6 +127,7 @@ class _State:
     assistants: dict[str, dict[str, Any]] = field(default_factory=dict)
     threads: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> assistant, time
     messages: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    memories: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> record
     runs: dict[str, str] = field(default_factory=dict)  # streamed run id -> status
     calls: dict[str, int] = field(default_factory=dict)
     faults: dict[str, Fault] = field(default_factory=dict)
@@ -200,6 +228,8 @@ class BackboardStandIn:
                 assistants=dict(data["assistants"]),
                 threads=dict(data["threads"]),
                 messages={k: list(v) for k, v in data["messages"].items()},
+                # Files written before the stand-in kept memories have none.
+                memories=dict(data.get("memories", {})),
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"{problem}: {exc}; move it away to start afresh") from exc
@@ -224,6 +254,7 @@ class BackboardStandIn:
                         "assistants": state.assistants,
                         "threads": state.threads,
                         "messages": state.messages,
+                        "memories": state.memories,
                     }
                 )
             temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
@@ -264,6 +295,26 @@ class BackboardStandIn:
         with self._lock:
             return [dict(m) for m in self._state.messages.get(thread_id, [])]
 
+    def memories(self, assistant_id: str | None = None) -> list[dict[str, Any]]:
+        """The memories of `assistant_id` (of every assistant when None), oldest first:
+        {id, assistant_id, content, metadata, created_at, updated_at}."""
+        with self._lock:
+            return [
+                dict(m)
+                for m in self._state.memories.values()
+                if assistant_id is None or m["assistant_id"] == assistant_id
+            ]
+
+    def add_memory(self, assistant_id: str, content: str) -> str:
+        """Give the assistant a memory, as Backboard's memory extraction would; returns its id."""
+        with self._lock:
+            state = self._state
+            if assistant_id not in state.assistants:
+                raise KeyError(f"no assistant {assistant_id}")
+            memory_id = _remember(state, assistant_id, content, {"source": "test"})
+        self._save(state)
+        return memory_id
+
     def calls(self, operation: str) -> int:
         """How many requests of `operation` arrived (failed ones included)."""
         _check_operation(operation)
@@ -276,6 +327,7 @@ class BackboardStandIn:
                 "assistants": {k: dict(v) for k, v in self._state.assistants.items()},
                 "threads": {k: v["assistant_id"] for k, v in self._state.threads.items()},
                 "message_counts": {k: len(v) for k, v in self._state.messages.items()},
+                "memory_count": len(self._state.memories),
                 "calls": dict(self._state.calls),
                 "faults": sorted(self._state.faults),
             }
@@ -344,7 +396,10 @@ class BackboardStandIn:
         self, method: str, path: str, body: dict[str, Any]
     ) -> tuple[int, Any, dict[str, str]]:
         parts = [p for p in path.split("/") if p]
-        route = (method, *parts[:1], *(["{id}"] if len(parts) > 1 else []), *parts[2:])
+        # Ids stand at odd positions (/assistants/{id}/memories/{id}, but .../memories/stats);
+        # a route's second id reaches its action after the first, as "first/second".
+        ids = [p for i, p in enumerate(parts) if i % 2 and p != "stats"]
+        route = (method, *("{id}" if i % 2 and p != "stats" else p for i, p in enumerate(parts)))
         action: Action
         handlers: dict[tuple[str, ...], tuple[str, Action]] = {
             ("POST", "assistants"): ("create_assistant", self._create_assistant),
@@ -355,16 +410,29 @@ class BackboardStandIn:
             ("GET", "assistants", "{id}", "threads"): ("list_threads", self._list_threads),
             ("GET", "threads", "{id}"): ("get_thread", self._get_thread),
             ("DELETE", "threads", "{id}"): ("delete_thread", self._delete_thread),
+            ("GET", "assistants", "{id}", "memories"): ("list_memories", self._list_memories),
+            ("POST", "assistants", "{id}", "memories"): ("add_memory", self._add_memory),
+            ("DELETE", "assistants", "{id}", "memories"): ("reset_memories", self._reset_memories),
+            ("GET", "assistants", "{id}", "memories", "stats"): ("memory_stats", self._stats),
+            ("GET", "assistants", "{id}", "memories", "{id}"): ("get_memory", self._get_memory),
+            ("DELETE", "assistants", "{id}", "memories", "{id}"): (
+                "delete_memory",
+                self._delete_memory,
+            ),
         }
         if (method, *parts) == ("POST", "threads", "messages"):
-            operation, action = "add_message", self._add_message
+            # add_message names its thread; send_message may start one under an assistant.
+            if body.get("thread_id"):
+                operation, action = "add_message", self._add_message
+            else:
+                operation, action = "send_message", self._send_message
             ident = ""
         elif method == "POST" and len(parts) == 5 and parts[::2] == ["threads", "runs", "cancel"]:
             operation, action = "cancel_run", self._cancel_run
             ident = parts[3]
         elif route in handlers:
             operation, action = handlers[route]
-            ident = parts[1] if len(parts) > 1 else ""
+            ident = "/".join(ids)
         else:
             return 404, {"detail": "Not Found"}, {}
         # Bound to the state of the moment: a delayed call must not land after a reset.
@@ -423,11 +491,15 @@ class BackboardStandIn:
         with self._lock:
             if state.assistants.pop(assistant_id, None) is None:
                 return 404, {"detail": "Assistant not found"}
-            # Like Backboard, an assistant's threads (and their messages) go with it.
+            # Like Backboard, an assistant's threads (and their messages) and its memories go
+            # with it.
             for thread_id, thread in list(state.threads.items()):
                 if thread["assistant_id"] == assistant_id:
                     del state.threads[thread_id]
                     state.messages.pop(thread_id, None)
+            for memory_id, memory in list(state.memories.items()):
+                if memory["assistant_id"] == assistant_id:
+                    del state.memories[memory_id]
         return 200, {"message": "Assistant deleted successfully"}
 
     def _create_thread(self, state: _State, assistant_id: str, _: dict[str, Any]) -> Answer:
@@ -485,7 +557,10 @@ class BackboardStandIn:
                 return 404, {"detail": "Thread not found"}
             history = state.messages[thread_id]
             turn = sum(1 for m in history if m["role"] == "user") + 1
-        reply = f"{REPLY_PREFIX} Reply #{turn} to: {content[:80]}"
+        if body.get("system_prompt"):
+            reply = _title_of(content)
+        else:
+            reply = f"{REPLY_PREFIX} Reply #{turn} to: {content[:80]}"
         if str(body.get("stream", "false")).lower() == "true":
             return 200, _EventStream(self._stream_reply(state, body, reply))
         answer = self._record(state, body, reply)
@@ -506,7 +581,12 @@ class BackboardStandIn:
     def _record(self, state: _State, body: dict[str, Any], reply: str | None) -> dict[str, Any]:
         """Add the user's message (and the reply, unless None) to the thread's history."""
         with self._lock:
-            history = state.messages.setdefault(str(body.get("thread_id", "")), [])
+            thread_id = str(body.get("thread_id", ""))
+            history = state.messages.setdefault(thread_id, [])
+            thread = state.threads.get(thread_id)
+            if thread is not None and str(body.get("memory") or "").lower() == "auto":
+                content = MEMORY_PREFIX + str(body.get("content", ""))[:200]
+                _remember(state, thread["assistant_id"], content, {"thread_id": thread_id})
             texts = [("user", str(body.get("content", "")))]
             texts += [("assistant", reply)] if reply is not None else []
             for role, text in texts:
@@ -569,6 +649,89 @@ class BackboardStandIn:
             if state.runs[run_id] == "running":
                 state.runs[run_id] = "cancelled"
         return 200, {"thread_id": body.get("thread_id"), "run_id": run_id, "cancelled": True}
+
+    def _send_message(self, state: _State, _: str, body: dict[str, Any]) -> Answer:
+        """A message without a thread: a new thread under `assistant_id`, then as add_message."""
+        assistant_id = str(body.get("assistant_id") or "")
+        if not assistant_id:
+            return 400, {"detail": "the stand-in needs assistant_id (or thread_id)"}
+        if not body.get("content") or str(body.get("stream", "false")).lower() != "false":
+            return 400, {"detail": "content is required, and the stand-in does not stream"}
+        status, thread = self._create_thread(state, assistant_id, {})
+        if status != 200:
+            return status, thread
+        return self._add_message(state, "", {**body, "thread_id": thread["thread_id"]})
+
+    def _list_memories(self, state: _State, assistant_id: str, query: dict[str, Any]) -> Answer:
+        try:
+            page = int(query["page"]) if "page" in query else None
+            size = int(query.get("page_size", 25))
+        except ValueError:
+            return 422, {"detail": "page and page_size must be integers"}
+        if (page is not None and page < 1) or not 1 <= size <= 100:
+            return 422, {"detail": "page >= 1 and page_size within 1..100"}
+        with self._lock:
+            if assistant_id not in state.assistants:
+                return 404, {"detail": "Assistant not found"}
+            found = [
+                _memory_out(m) for m in state.memories.values() if m["assistant_id"] == assistant_id
+            ]
+        total = len(found)
+        if page is None:  # no page: all of them, as Backboard answers
+            return 200, {"memories": found, "total_count": total}
+        return 200, {
+            "memories": found[(page - 1) * size : page * size],
+            "total_count": total,
+            "page": page,
+            "page_size": size,
+            "total_pages": -(-total // size),
+        }
+
+    def _add_memory(self, state: _State, assistant_id: str, body: dict[str, Any]) -> Answer:
+        content = body.get("content")
+        if not isinstance(content, str) or not content:
+            return 422, {"detail": "content is required"}
+        metadata = body.get("metadata")
+        with self._lock:
+            if assistant_id not in state.assistants:
+                return 404, {"detail": "Assistant not found"}
+            memory_id = _remember(
+                state, assistant_id, content, metadata if isinstance(metadata, dict) else None
+            )
+        return 200, {"success": True, "memory_id": memory_id, "message": "Memory added"}
+
+    def _get_memory(self, state: _State, ids: str, _: dict[str, Any]) -> Answer:
+        with self._lock:
+            memory = _memory_of(state, ids)
+            return (200, _memory_out(memory)) if memory else (404, MEMORY_NOT_FOUND)
+
+    def _delete_memory(self, state: _State, ids: str, _: dict[str, Any]) -> Answer:
+        with self._lock:
+            memory = _memory_of(state, ids)
+            if memory is None:
+                return 404, MEMORY_NOT_FOUND
+            del state.memories[memory["id"]]
+        return 200, {"success": True, "message": "Memory deleted successfully"}
+
+    def _reset_memories(self, state: _State, assistant_id: str, _: dict[str, Any]) -> Answer:
+        with self._lock:
+            if assistant_id not in state.assistants:
+                return 404, {"detail": "Assistant not found"}
+            gone = [k for k, m in state.memories.items() if m["assistant_id"] == assistant_id]
+            for memory_id in gone:
+                del state.memories[memory_id]
+        return 200, {"success": True, "message": f"Deleted {len(gone)} memories"}
+
+    def _stats(self, state: _State, assistant_id: str, _: dict[str, Any]) -> Answer:
+        with self._lock:
+            if assistant_id not in state.assistants:
+                return 404, {"detail": "Assistant not found"}
+            mine = [m for m in state.memories.values() if m["assistant_id"] == assistant_id]
+        return 200, {
+            "total_memories": len(mine),
+            "last_updated": max((m["updated_at"] for m in mine), default=None),
+            "limits": None,
+        }
 
     # Control routes for other processes
 
@@ -696,6 +859,43 @@ class BackboardStandIn:
                 pass  # never log requests: they carry message contents
 
         return Handler
+
+
+def _remember(
+    state: _State, assistant_id: str, content: str, metadata: dict[str, Any] | None
+) -> str:
+    """Store a memory on the assistant (the caller holds the lock); returns its id."""
+    memory_id, now = str(uuid.uuid4()), _now()
+    state.memories[memory_id] = {
+        "id": memory_id,
+        "assistant_id": assistant_id,
+        "content": content,
+        "metadata": metadata,
+        "created_at": now,
+        "updated_at": now,
+    }
+    return memory_id
+
+
+def _memory_of(state: _State, ids: str) -> dict[str, Any] | None:
+    """The memory "assistant id/memory id" names, if it is that assistant's (as on Backboard,
+    another assistant's memory is not found); the caller holds the lock."""
+    assistant_id, memory_id = ids.split("/")
+    memory = state.memories.get(memory_id)
+    return memory if memory is not None and memory["assistant_id"] == assistant_id else None
+
+
+def _memory_out(memory: dict[str, Any]) -> dict[str, Any]:
+    """A memory as Backboard's API shows it (the SDK's Memory model)."""
+    return {k: memory[k] for k in ("id", "content", "metadata", "created_at", "updated_at")} | {
+        "score": None
+    }
+
+
+def _title_of(content: str) -> str:
+    """What the stand-in answers to per-turn instructions (a titling request): the content's
+    first words, quoted, as a model might answer "Title this conversation"."""
+    return '"' + " ".join(content.split()[:TITLE_WORDS]) + '"'
 
 
 @dataclass(frozen=True)

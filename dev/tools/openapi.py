@@ -1,7 +1,7 @@
 """Build the API's OpenAPI document from the functions' own resolvers.
 
-The sessions and messages functions each describe their routes (Powertools), the stream
-function in functions/stream/docs.py; this merges them into one document, committed as
+The API functions each describe their routes (Powertools), the stream function in
+functions/stream/docs.py; this merges them into one document, committed as
 functions/openapi.json. `make openapi` rewrites it, and a test fails when the committed file
 no longer matches the code.
 """
@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from functions.clerk_webhook.app import app as webhook_app
+from functions.me.app import app as me_app
 from functions.messages.app import app as messages_app
 from functions.sessions.app import app as sessions_app
 from functions.stream import docs as stream_docs
@@ -24,7 +25,7 @@ VERSION = "1.0.0"
 
 def build() -> dict[str, Any]:
     merged: dict[str, Any] = {}
-    for app in (sessions_app, messages_app, webhook_app):
+    for app in (sessions_app, messages_app, me_app, webhook_app):
         doc = json.loads(app.get_openapi_json_schema(title=TITLE, version=VERSION))
         if not merged:
             merged = doc

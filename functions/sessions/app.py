@@ -1,10 +1,17 @@
 """Sessions function: the signed-in user's trips.
 
-GET /sessions, POST /sessions, GET/PATCH/DELETE /sessions/{id}. Every route needs a Clerk
-session token; someone else's trip is answered exactly like a trip that does not exist.
+GET /sessions, POST /sessions, GET/PATCH/DELETE /sessions/{id}, GET /sessions/{id}/export and
+GET /search. Every route needs a Clerk session token; someone else's trip is answered exactly
+like a trip that does not exist.
+
+Search and export live here rather than in functions of their own: like the other routes here
+they read the user's trips in one statement, need the same permissions (the database, no
+Backboard call) and no import the function does not already load, so they add no cold start,
+no role and no log group.
 """
 
 # No `from __future__ import annotations`: Powertools reads the route signatures at runtime.
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from aws_lambda_powertools import Logger, Metrics
@@ -15,12 +22,28 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 # Every request verifies a token: load the JWT library with the function, not on the first request.
 import shared.gateways.auth  # noqa: F401
-from shared.domain import trips
-from shared.http import pages
+from shared.domain import search, trips
+from shared.domain.exports import export_window
+from shared.http import exports, pages
 from shared.http.api import create_app, request_viewer, resolve
-from shared.http.api_docs import documented, trip_links
-from shared.http.cursors import decode_cursor
-from shared.models import CreateTripRequest, RenameTripRequest, TripOut, TripPage
+from shared.http.api_docs import documented, download, trip_links
+from shared.http.cursors import (
+    MAX_CURSOR_LENGTH,
+    ListLimit,
+    NextCursor,
+    decode_cursor,
+    position_after,
+)
+from shared.models import (
+    QUERY_MAX,
+    CreateTripRequest,
+    ExportPart,
+    RenameTripRequest,
+    SearchPage,
+    SearchText,
+    TripOut,
+    TripPage,
+)
 
 logger = Logger(service="sessions")
 metrics = Metrics(service="sessions")  # namespace: POWERTOOLS_METRICS_NAMESPACE
@@ -37,13 +60,12 @@ TripId = Annotated[str, Path(min_length=1, max_length=100, description="The trip
     responses=documented(200, "A page of my trips, newest first", TripPage),
 )
 def list_sessions(
-    limit: Annotated[int, Query(ge=1, le=100, description="Page size")] = 20,
-    cursor: Annotated[
-        str | None, Query(max_length=200, description="nextCursor of the previous page")
-    ] = None,
+    limit: ListLimit = 20,
+    cursor: NextCursor = None,
 ) -> TripPage:
-    after = decode_cursor(cursor) if cursor else None
-    return pages.trip_page(trips.list_trips(request_viewer(app), limit=limit, after=after))
+    return pages.trip_page(
+        trips.list_trips(request_viewer(app), limit=limit, after=position_after(cursor))
+    )
 
 
 @app.post(
@@ -99,6 +121,65 @@ def rename_session(id: TripId, request: Annotated[RenameTripRequest, Body()]) ->
 def delete_session(id: TripId) -> Response[None]:
     trips.delete_trip(request_viewer(app), id)
     return Response(status_code=204, body=None)
+
+
+@app.get(
+    "/sessions/<id>/export",
+    summary="Download a trip's conversation as Markdown or JSON",
+    operation_id="exportTrip",
+    responses=download(
+        "The conversation (title, dates, messages in order) as a file; a trip larger than one "
+        "response comes in parts, each naming the next in its Link header",
+        {"md": exports.MEDIA_TYPES["md"], "json": exports.MEDIA_TYPES["json"]},
+        ExportPart,
+    ),
+)
+def export_session(
+    id: TripId,
+    export_format: Annotated[
+        exports.ExportFormat, Query(alias="format", description="md (Markdown) or json")
+    ] = "md",
+    cursor: Annotated[
+        str | None,
+        Query(max_length=MAX_CURSOR_LENGTH, description="the next part's cursor (Link header)"),
+    ] = None,
+) -> Response[str]:
+    window = export_window(
+        request_viewer(app),
+        id,
+        after=decode_cursor(cursor) if cursor else None,
+        max_bytes=exports.PART_BYTES,
+        max_messages=exports.PART_MESSAGES,
+    )
+    part = exports.render(window, export_format, datetime.now(UTC))
+    return Response(
+        status_code=200,
+        content_type=part.media_type,
+        body=part.body,
+        headers=exports.headers(id, part, export_format),
+    )
+
+
+@app.get(
+    "/search",
+    summary="Search the titles and messages of my trips",
+    operation_id="searchTrips",
+    responses=documented(200, "My best hits first, each with a highlighted snippet", SearchPage),
+)
+def search_trips(
+    q: Annotated[
+        SearchText,
+        Query(
+            min_length=1,
+            max_length=QUERY_MAX,
+            description='Words to find; "a phrase", or, -word as in web search engines',
+        ),
+    ],
+    limit: Annotated[int, Query(ge=1, le=50, description="Page size")] = 20,
+    cursor: NextCursor = None,
+) -> SearchPage:
+    after = pages.search_position(cursor, q)
+    return pages.search_page(search.search(request_viewer(app), q, limit=limit, after=after), q)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)

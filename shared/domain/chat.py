@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from aws_lambda_powertools import Logger
 
 from shared.config import get_settings
-from shared.domain import trips
+from shared.domain import titles, trips
 from shared.domain.trips import not_found
 from shared.domain.users import Viewer
 from shared.errors import (
@@ -89,6 +89,8 @@ class Begun:
     thread_id: str
     content: str
     lease_seconds: float
+    # The user's assistant when the trip still waits for its automatic title (shared.domain.titles).
+    titling_assistant_id: str | None = None
 
 
 def begin_turn(
@@ -124,13 +126,17 @@ def begin_turn(
             case message_rows.Refused():
                 # The key was taken by a concurrent request between our read and our insert.
                 raise TurnInProgress(retry_after=2)
-            case message_rows.Started(user_id=user_id, thread_id=thread_id):
+            case message_rows.Started(
+                user_id=user_id, thread_id=thread_id, titling_assistant_id=titling
+            ):
                 user_message = start.user_message
-            case message_rows.Earlier(user_id=user_id, thread_id=thread_id):
+            case message_rows.Earlier(
+                user_id=user_id, thread_id=thread_id, titling_assistant_id=titling
+            ):
                 if start.assistant_message is not None and _same_request(start, trip_id, sha):
                     return Turn(start.user_message, start.assistant_message, replayed=True)
                 user_message = _resume(conn, start, trip_id=trip_id, key=key, sha=sha, lease=lease)
-    return Begun(user_message, user_id, key, trip_id, thread_id, content, lease)
+    return Begun(user_message, user_id, key, trip_id, thread_id, content, lease, titling)
 
 
 def send_message(viewer: Viewer, trip_id: str, content: str, idempotency_key: str | None) -> Turn:
@@ -143,17 +149,25 @@ def send_message(viewer: Viewer, trip_id: str, content: str, idempotency_key: st
     user_id, key = begun.user_id, begun.key
     # No connection is held while the assistant answers.
     reply = _unsaved_replies.pop((user_id, key), None)
-    if reply is None:
-        try:
-            reply = _ask(viewer, trip_id, begun.thread_id, content)
-        except AppError as exc:
-            with db.connection() as conn:
-                if not message_rows.release_turn(conn, user_id=user_id, idempotency_key=key):
-                    raise TripDeleted() from exc
-            raise
+    # The trip's first reply: its title is asked for alongside (not when the reply is known).
+    titling_assistant = begun.titling_assistant_id if reply is None else None
+    with titles.alongside(trip_id, user_id, titling_assistant, content):
+        if reply is None:
+            try:
+                reply = _ask(viewer, trip_id, begun.thread_id, content)
+            except AppError as exc:
+                with db.connection() as conn:
+                    if not message_rows.release_turn(conn, user_id=user_id, idempotency_key=key):
+                        raise TripDeleted() from exc
+                raise
+        assistant_message = _store_reply(user_id, key, trip_id, reply)
+    return Turn(begun.user_message, assistant_message, replayed=False)
+
+
+def _store_reply(user_id: str, key: str, trip_id: str, reply: str) -> Message:
     try:
         with db.connection() as conn:
-            assistant_message = message_rows.finish_turn(
+            return message_rows.finish_turn(
                 conn, user_id=user_id, idempotency_key=key, trip_id=trip_id, reply=reply
             )
     except DatabaseUnavailable:
@@ -163,7 +177,6 @@ def send_message(viewer: Viewer, trip_id: str, content: str, idempotency_key: st
         with contextlib.suppress(AppError), db.connection() as conn:
             message_rows.release_turn(conn, user_id=user_id, idempotency_key=key)
         raise
-    return Turn(begun.user_message, assistant_message, replayed=False)
 
 
 def _ask(viewer: Viewer, trip_id: str, thread_id: str, content: str) -> str:

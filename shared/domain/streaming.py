@@ -19,7 +19,7 @@ from typing import Literal, TypeVar
 
 from aws_lambda_powertools import Logger
 
-from shared.domain import chat
+from shared.domain import chat, titles
 from shared.domain.trips import not_found
 from shared.domain.users import Viewer
 from shared.errors import AppError, BackboardObjectMissing, UpstreamError, UpstreamUnavailable
@@ -147,6 +147,12 @@ async def _turn(viewer: Viewer, begun: chat.Begun, emit: Callable[[Event], None]
     written_at = time.monotonic()
     thread_id = begun.thread_id
     reply: ReplyStream | None = None
+    # The trip's first reply: its title is asked for alongside, set before the turn ends.
+    titling = (
+        titles.begin(begun.trip_id, begun.user_id, begun.titling_assistant_id, begun.content)
+        if begun.titling_assistant_id
+        else None
+    )
     try:
         try:
             reply = get_backboard().stream_message(thread_id, begun.content)
@@ -172,6 +178,10 @@ async def _turn(viewer: Viewer, begun: chat.Begun, emit: Callable[[Event], None]
                     return
             chunk = await anext(reply, None)
         stored = await _off_loop(_finish, begun, _whole(parts, completed=reply.completed))
+        if stored and titling is not None:
+            # While the response is still open: nothing runs after it (Lambda freezes then).
+            await _off_loop(titles.finish, titling)
+            titling = None
         emit(Ended("completed" if stored else "stopped"))
     except AppError as exc:
         status = await _off_loop(_fail, begun, "".join(parts))
@@ -183,6 +193,8 @@ async def _turn(viewer: Viewer, begun: chat.Begun, emit: Callable[[Event], None]
     finally:
         if reply is not None:  # on every way out (a database failure too): no open response
             await reply.aclose()
+        if titling is not None:  # no reply stored: the next first reply asks again
+            await _off_loop(titles.abandon, titling)
 
 
 def _whole(parts: list[str], *, completed: bool) -> str:

@@ -124,8 +124,9 @@ def apply_clerk_profile(clerk_id: str, profile: ClerkProfile, event_at: int) -> 
 
 def erase_user(clerk_id: str) -> bool:
     """Delete the user's messages, trips and row in one transaction, children first, then
-    their Backboard threads and assistant. Remembers the deletion so a late user.created
-    cannot bring them back. Returns False when there was nobody to erase (a repeat)."""
+    their Backboard threads, memories and assistant. Remembers the deletion so a late
+    user.created cannot bring them back. Returns False when there was nobody to erase (a
+    repeat)."""
     with _locked(clerk_id) as locked:
         user_rows.mark_clerk_deleted(locked.conn, clerk_id)
         user = user_rows.get_user_by_clerk_id(locked.conn, clerk_id)
@@ -136,6 +137,9 @@ def erase_user(clerk_id: str) -> bool:
     # failure is logged with the ids so an operator can finish the job.
     for thread_id in thread_ids:
         delete_quietly("thread", thread_id)
+    # Deleting the assistant deletes its memories; forgetting them first keeps that promise
+    # even when the assistant's deletion fails and waits for an operator.
+    delete_quietly("memories", user.assistant_id)
     delete_quietly("assistant", user.assistant_id)
     _delete_stray_assistants(clerk_id)
     logger.info("user erased", extra={"user_id": user.id, "threads": len(thread_ids)})

@@ -15,12 +15,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import re
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from aws_lambda_powertools import Logger
 
@@ -38,11 +39,51 @@ logger = Logger(child=True)
 T = TypeVar("T")
 
 MEMORY_MODE = "Auto"  # Backboard reads and writes the assistant's memory of the traveller
+MEMORY_OFF = "off"  # neither read nor written: for questions about, not from, the traveller
+# Ids we put into Backboard's URL paths that came from a client. Anything else could walk the
+# path: httpx resolves dot segments, so a memory id ".." would name the assistant itself.
+SAFE_ID = re.compile(r"[A-Za-z0-9_-]{1,100}")
 # httpx applies the SDK's timeout to each phase (connect, write, each read), so one request can
 # outlast it; this margin on top bounds the whole call, including a wedged loop.
 CALL_MARGIN_SECONDS = 2.0
 LOOP_START_TIMEOUT_SECONDS = 5.0
 FAILED_REPLY_STATUSES = frozenset({"FAILED", "CANCELLED", "CANCELED"})
+MEMORY_PAGES_MAX = 100  # of 100 memories each: a traveller's memories are hundreds, not 10,000s
+
+
+@dataclass(frozen=True)
+class Memory:
+    """One thing the assistant remembers of the traveller."""
+
+    id: str
+    content: str
+    created_at: datetime | None
+    updated_at: datetime | None
+
+
+class UnsafeId(ValueError):
+    """An id that must not reach a Backboard URL path (see SAFE_ID)."""
+
+
+class Pending(Generic[T]):
+    """A call under way on the gateway's loop; `result` waits for it (a bounded wait) and
+    turns its failure into a domain error, as the blocking calls do."""
+
+    def __init__(
+        self, operation: str, future: concurrent.futures.Future[T], ids: dict[str, str]
+    ) -> None:
+        self._operation = operation
+        self._future = future
+        self._ids = ids
+
+    def result(self, timeout: float) -> T:
+        with _failures(self._operation, self._ids, self._future):
+            return self._future.result(timeout=timeout)
+
+    def cancel(self) -> bool:
+        """Stop waiting for the call; True unless it had finished (an unfinished call may
+        still take effect at Backboard, as a timed-out call may)."""
+        return self._future.cancel()
 
 
 class BackboardGateway:
@@ -129,21 +170,95 @@ class BackboardGateway:
         response = self._run(
             "add_message", self._add_message(thread_id, content, stream=False), thread_id=thread_id
         )
-        # A ChatMessagesResponse: .content and .status read the last message of the run.
-        status = getattr(response, "status", None)
-        reply = getattr(response, "content", None)
-        if isinstance(status, str) and status.upper() in FAILED_REPLY_STATUSES:
-            # The model run failed on Backboard's side (often a provider hiccup).
-            logger.warning(
-                "backboard reply failed", extra={"thread_id": thread_id, "run_status": status}
+        return _reply_text(response, thread_id=thread_id)
+
+    def start_aside(self, assistant_id: str, content: str, instructions: str) -> Pending[str]:
+        """Start a one-off question to the assistant and return at once: memory off (nothing
+        read from or written to what it remembers of the traveller), `instructions` for this
+        turn only, in a thread of its own that is deleted once answered (a thread under the
+        user's assistant, so erasing the user erases a leftover too). Pending.result gives the
+        answer's text."""
+        settings = get_settings()
+
+        async def ask() -> str:
+            response = await self._client.send_message(
+                content,
+                assistant_id=assistant_id,
+                system_prompt=instructions,
+                memory=MEMORY_OFF,
+                stream=False,
+                llm_provider=settings.backboard_llm_provider,
+                model_name=settings.backboard_model_name,
             )
-            raise UpstreamUnavailable()
-        if not isinstance(reply, str) or not reply.strip():
-            logger.warning(
-                "backboard reply was empty", extra={"thread_id": thread_id, "run_status": status}
+            thread_id = str(getattr(response, "thread_id", None) or "")
+            if thread_id:
+                await self._delete_aside_thread(thread_id)
+            return _reply_text(response, assistant_id=assistant_id)
+
+        ids = {"assistant_id": assistant_id}
+        return Pending("send_message", self._start("send_message", ask(), ids), ids)
+
+    async def _delete_aside_thread(self, thread_id: str) -> None:
+        from backboard.exceptions import BackboardError, BackboardNotFoundError
+
+        try:
+            await self._client.delete_thread(thread_id)
+        except (BackboardNotFoundError, ValueError):
+            pass  # gone already, or a 2xx without a JSON body: deleted either way
+        except BackboardError as exc:
+            logger.error(
+                "could not delete Backboard thread; delete it by hand",
+                extra={"thread_id": thread_id, "error": type(exc).__name__},
             )
-            raise UpstreamError("The assistant returned an empty reply.")
-        return reply
+
+    def list_memories(self, assistant_id: str) -> list[Memory]:
+        """Everything the assistant remembers. Backboard answers all of them when no page is
+        asked for; should it answer fewer than its total_count, the rest is read by page."""
+        found = self._run(
+            "list_memories", self._client.get_memories(assistant_id), assistant_id=assistant_id
+        )
+        memories = list(found.memories)
+        if len(memories) < found.total_count:
+            memories = []
+            for page in range(1, MEMORY_PAGES_MAX + 1):
+                chunk = self._run(
+                    "list_memories",
+                    self._client.get_memories(assistant_id, page=page, page_size=100),
+                    assistant_id=assistant_id,
+                ).memories
+                memories += chunk
+                if len(chunk) < 100:
+                    break
+        return [
+            Memory(str(m.id), m.content, _stamp(m.created_at), _stamp(m.updated_at))
+            for m in memories
+        ]
+
+    def memory_count(self, assistant_id: str) -> int:
+        stats = self._run(
+            "memory_stats", self._client.get_memory_stats(assistant_id), assistant_id=assistant_id
+        )
+        return int(stats.total_memories)
+
+    def delete_memory(self, assistant_id: str, memory_id: str) -> bool:
+        """Delete one memory of the assistant; False when it has no such memory."""
+        if not SAFE_ID.fullmatch(memory_id):
+            raise UnsafeId(memory_id)
+        return self._delete(
+            "delete_memory",
+            self._client.delete_memory(assistant_id, memory_id),
+            assistant_id=assistant_id,
+            memory_id=memory_id,
+        )
+
+    def delete_memories(self, assistant_id: str) -> None:
+        """Delete everything the assistant remembers. An assistant already gone remembers
+        nothing: success."""
+        self._delete(
+            "reset_memories",
+            self._client.reset_memories(assistant_id),
+            assistant_id=assistant_id,
+        )
 
     def stream_message(self, thread_id: str, content: str) -> ReplyStream:
         """Send the traveller's message on the trip's thread and read the reply as Backboard
@@ -200,14 +315,19 @@ class BackboardGateway:
             call.close()  # never scheduled: close it, or Python warns it was never awaited
             raise
 
-    def _delete(self, operation: str, call: Coroutine[Any, Any, Any], **ids: str) -> None:
+    def _delete(self, operation: str, call: Coroutine[Any, Any, Any], **ids: str) -> bool:
+        """True when this call deleted it, False when it was already gone."""
+
         async def delete() -> None:
             # The SDK parses the answer's body as JSON; a 2xx without one is still a delete.
             with contextlib.suppress(ValueError):
                 await call
 
-        with contextlib.suppress(_AlreadyGone):
+        try:
             self._run(operation, delete(), missing_ok=True, **ids)
+        except _AlreadyGone:
+            return False
+        return True
 
     def _run(
         self,
@@ -371,6 +491,29 @@ def _domain_error(
     return UpstreamError()
 
 
+def _reply_text(response: Any, **ids: str) -> str:
+    """The text of a ChatMessagesResponse (its .content and .status read the run's last
+    message); a failed run is UpstreamUnavailable, an empty one UpstreamError."""
+    status = getattr(response, "status", None)
+    reply = getattr(response, "content", None)
+    if isinstance(status, str) and status.upper() in FAILED_REPLY_STATUSES:
+        # The model run failed on Backboard's side (often a provider hiccup).
+        logger.warning("backboard reply failed", extra={**ids, "run_status": status})
+        raise UpstreamUnavailable()
+    if not isinstance(reply, str) or not reply.strip():
+        logger.warning("backboard reply was empty", extra={**ids, "run_status": status})
+        raise UpstreamError("The assistant returned an empty reply.")
+    return reply
+
+
+def _stamp(value: str | None) -> datetime | None:
+    """A memory's ISO time as aware UTC; None when absent or unreadable."""
+    try:
+        return as_utc(datetime.fromisoformat(value)) if value else None
+    except ValueError:
+        return None
+
+
 def late_landing_seconds() -> float:
     """How long after our call gave up (no answer) Backboard may still carry it out: creations
     that timed out are looked for, or waited for, within this window."""
@@ -411,15 +554,20 @@ def reset_backboard() -> None:
     _gateway.reset()
 
 
-def delete_quietly(kind: str, object_id: str) -> None:
-    """Delete a thread or an assistant, best effort: a failure is logged with the id, so an
-    operator can finish the job, and never fails the caller (the database is the truth)."""
+def delete_quietly(kind: Literal["thread", "assistant", "memories"], object_id: str) -> None:
+    """Delete a thread, an assistant or an assistant's memories (`object_id`: the assistant's),
+    best effort: a failure is logged with the id, so an operator can finish the job, and never
+    fails the caller (the database is the truth)."""
     backboard = get_backboard()
-    delete = backboard.delete_thread if kind == "thread" else backboard.delete_assistant
+    delete, id_name = {
+        "thread": (backboard.delete_thread, "thread_id"),
+        "assistant": (backboard.delete_assistant, "assistant_id"),
+        "memories": (backboard.delete_memories, "assistant_id"),
+    }[kind]
     try:
         delete(object_id)
     except (UpstreamError, UpstreamUnavailable) as exc:
         logger.error(
             f"could not delete Backboard {kind}; delete it by hand",
-            extra={f"{kind}_id": object_id, "error": exc.code},
+            extra={id_name: object_id, "error": exc.code},
         )

@@ -11,6 +11,8 @@ from typing import Any
 
 from aws_lambda_powertools.event_handler.openapi.types import (
     OpenAPIResponse,
+    OpenAPIResponseContentModel,
+    OpenAPIResponseContentSchema,
     OpenAPIResponseHeader,
 )
 from pydantic import BaseModel
@@ -53,6 +55,33 @@ def documented(
     return {status: success, **(API_ERRORS if errors is None else errors)}
 
 
+def download(
+    description: str, media_types: dict[str, str], model: type[BaseModel]
+) -> dict[int, OpenAPIResponse]:
+    """A route's `responses=` for a file download: 200 in one of `media_types` (by format;
+    the JSON one described by `model`, the others as text), with the download's headers."""
+    content: dict[str, OpenAPIResponseContentSchema | OpenAPIResponseContentModel] = {
+        media_type.split(";")[0]: {"model": model}
+        if media_type.startswith(JSON)
+        else {"schema": {"type": "string"}}
+        for media_type in media_types.values()
+    }
+
+    def header(description: str) -> OpenAPIResponseHeader:
+        return {"description": description, "schema": {"type": "string"}}
+
+    success: OpenAPIResponse = {
+        "description": description,
+        "content": content,
+        "headers": {
+            "Content-Disposition": header("attachment, with a safe file name"),
+            "Cache-Control": header("private, no-store"),
+            "Link": header('the next part: <URL>; rel="next" (absent on the last part)'),
+        },
+    }
+    return {200: success, **API_ERRORS}
+
+
 def trip_links(id_expression: str) -> dict[str, Any]:
     """OpenAPI links from a response that names a trip to the operations on that trip (for
     readers, generated clients and stateful testers such as schemathesis)."""
@@ -62,6 +91,7 @@ def trip_links(id_expression: str) -> dict[str, Any]:
         "DeleteTrip": "deleteTrip",
         "ListMessages": "listMessages",
         "SendMessage": "sendMessage",
+        "ExportTrip": "exportTrip",
     }
     return {
         name: {"operationId": operation, "parameters": {"id": id_expression}}

@@ -24,6 +24,7 @@ Keyset = tuple[datetime, str]
 USER_COLUMNS = '"id", "clerkId", "assistantId", "email", "name", "createdAt"'
 TRIP_COLUMNS = '"id", "title", "userId", "threadId", "createdAt"'
 MESSAGE_COLUMNS = '"id", "role", "content", "sessionId", "createdAt"'
+DEFAULT_TITLE = "New Trip"  # the "title" column's default (sql/0001), as in the Prisma model
 
 
 def db_timestamp(value: datetime) -> datetime:

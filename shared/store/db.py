@@ -22,6 +22,7 @@ server hung up, and a read that still meets a dead connection runs once more on 
 
 from __future__ import annotations
 
+import atexit
 import select
 import time
 import weakref
@@ -162,6 +163,13 @@ def close_pool() -> None:
     _pool.reset()
 
 
+# A process that ends with the pool open (a CLI, a local worker, a test's child process) would
+# otherwise leave it to the pool's finalizer, which on Python 3.13 cannot stop the pool's
+# threads during interpreter shutdown and waits 5 s for each (20 s per exit, measured). Lambda
+# never gets here: its processes are frozen, then killed.
+atexit.register(close_pool)
+
+
 # The connection the current unit of work holds: nested units share it, so a pool of one
 # never waits on itself.
 _held: ContextVar[Connection | None] = ContextVar("tripchat_connection", default=None)
@@ -223,6 +231,17 @@ def transaction() -> Iterator[Connection]:
     """A connection inside one transaction with the request settings: committed when the
     block ends, rolled back when it raises, so multi-statement writes are all-or-nothing."""
     with connection() as conn, conn.transaction():
+        send_settings(conn)
+        yield conn
+
+
+@contextmanager
+def pipeline() -> Iterator[Connection]:
+    """A connection whose statements in the block are pipelined with the request settings and
+    end in one Sync: PostgreSQL runs them as one implicit transaction (locks held to the end,
+    all rolled back on an error), and they cost one round trip, plus one where a result is
+    read inside the block."""
+    with connection() as conn, conn.pipeline():
         send_settings(conn)
         yield conn
 

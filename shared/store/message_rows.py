@@ -6,8 +6,9 @@ from dataclasses import dataclass, field
 from typing import LiteralString
 
 from shared.errors import Conflict
-from shared.models import Message
+from shared.models import Message, Trip
 from shared.store.common import (
+    DEFAULT_TITLE,
     MESSAGE_COLUMNS,
     Keyset,
     fetch_one,
@@ -64,6 +65,78 @@ def list_trip_messages(
 
 
 @dataclass(frozen=True)
+class ExportRows:
+    owner_id: str | None  # None: no User row for this Clerk id (yet)
+    trip: Trip | None  # None: no such trip, or someone else's
+    message_count: int  # in the whole trip
+    offset: int  # messages up to and including `after`
+    messages: list[Message]  # in conversation order
+
+
+def export_rows_of(
+    conn: Connection,
+    clerk_id: str,
+    trip_id: str,
+    *,
+    after: Keyset | None,
+    max_bytes: int,
+    max_rows: int,
+) -> ExportRows:
+    """The trip and its next messages after `after`, in conversation order, as many as fit in
+    `max_bytes` of content (counted in UTF-8, as stored) plus the one that crosses it, at most
+    `max_rows`; with the trip's message count and the count up to `after`. One statement,
+    checked against the owner; the running sum stops the rows, so no more is read than sent."""
+    _, condition, keys = page_clause(None, after)
+    offset: LiteralString = (
+        'count(*) FILTER (WHERE ("createdAt", "id") <= (%s, %s))' if after else "0"
+    )
+    rows = fetch_records(
+        conn,
+        'SELECT u."id" AS "ownerId", s."id" AS "tripId", s."title" AS "tripTitle",'
+        ' s."userId" AS "tripUserId", s."threadId" AS "tripThreadId",'
+        ' s."createdAt" AS "tripCreatedAt", c."messageCount", c."offset", m.*'
+        ' FROM "User" u LEFT JOIN "Session" s ON s."id" = %s AND s."userId" = u."id"'
+        # Once per trip (an index-only count), not once per message row.
+        f' LEFT JOIN LATERAL (SELECT count(*) AS "messageCount", {offset} AS "offset"'
+        '  FROM "Message" WHERE "sessionId" = s."id") c ON true'
+        " LEFT JOIN LATERAL ("
+        f" SELECT {MESSAGE_COLUMNS}, n FROM ("
+        f'  SELECT {MESSAGE_COLUMNS}, sum(octet_length("content"))'
+        '   OVER (ORDER BY "createdAt", "id") AS running,'
+        '   row_number() OVER (ORDER BY "createdAt", "id") AS n FROM ('
+        f'   SELECT {MESSAGE_COLUMNS} FROM "Message" WHERE "sessionId" = s."id" {condition}'
+        '   ORDER BY "createdAt", "id" LIMIT %s) first_rows'
+        ' ) w WHERE running - octet_length("content") < %s'
+        # No ORDER BY here: sorting megabytes of rows spills to disk; `n` orders them below.
+        ') m ON true WHERE u."clerkId" = %s',
+        (trip_id, *keys, *keys, max_rows, max_bytes, clerk_id),
+    )
+    if not rows:
+        return ExportRows(None, None, 0, 0, [])
+    first = rows[0]
+    if first["tripId"] is None:
+        return ExportRows(str(first["ownerId"]), None, 0, 0, [])
+    trip = Trip(
+        id=first["tripId"],
+        title=first["tripTitle"],
+        user_id=first["tripUserId"],
+        thread_id=first["tripThreadId"],
+        created_at=first["tripCreatedAt"],
+    )
+    return ExportRows(
+        str(first["ownerId"]),
+        trip,
+        int(first["messageCount"]),
+        int(first["offset"]),
+        [
+            Message.model_validate(row)
+            for row in sorted(rows, key=lambda row: row["n"] or 0)
+            if row["id"] is not None
+        ],
+    )
+
+
+@dataclass(frozen=True)
 class NoTrip:
     """No such trip for this user (or no User row for the Clerk id yet: `user_id` None)."""
 
@@ -77,6 +150,9 @@ class Started:
     user_id: str
     thread_id: str
     user_message: Message
+    # The user's assistant, when the trip still waits for its automatic title: the default
+    # title, never chosen by the traveller, and no reply yet (see shared.domain.titles).
+    titling_assistant_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -100,6 +176,7 @@ class Earlier:
     user_message: Message
     assistant_message: Message | None  # None: the reply is not stored (yet)
     lease_seconds_left: int  # > 0 while another request holds the turn
+    titling_assistant_id: str | None = None  # as for Started (a resumed first turn)
 
 
 TurnStart = NoTrip | Started | Refused | Earlier
@@ -107,9 +184,15 @@ TurnStart = NoTrip | Started | Refused | Earlier
 _BEGIN_TURN: LiteralString = (
     """
 WITH u AS (
-    SELECT "id" FROM "User" WHERE "clerkId" = %(clerk)s
+    SELECT "id", "assistantId" FROM "User" WHERE "clerkId" = %(clerk)s
 ), s AS (
-    SELECT s."id", s."threadId", s."userId" FROM "Session" s JOIN u ON u."id" = s."userId"
+    SELECT s."id", s."threadId", s."userId",
+           s."title" = %(default_title)s
+           AND NOT EXISTS (SELECT 1 FROM tripchat.trip_title_chosen c WHERE c.session_id = s."id")
+           AND NOT EXISTS (
+               SELECT 1 FROM "Message" r WHERE r."sessionId" = s."id" AND r."role" = 'assistant'
+           ) AS untitled
+    FROM "Session" s JOIN u ON u."id" = s."userId"
     WHERE s."id" = %(session)s
 ), existing AS (
     SELECT t.request_sha256, t.session_id AS earlier_trip_id,
@@ -139,6 +222,7 @@ WITH u AS (
 )
 SELECT (SELECT "id" FROM u) AS user_id,
        (SELECT "threadId" FROM s) AS thread_id,
+       (SELECT "assistantId" FROM u WHERE (SELECT untitled FROM s)) AS titling_assistant_id,
        (SELECT NOT accepted FROM rate) AS rate_limited,
        (SELECT retry_after FROM rate) AS rate_retry_after,
        msg."id" AS new_id, msg."createdAt" AS new_at, e.*
@@ -174,6 +258,7 @@ def begin_turn(
             "content": content,
             "limit": rate_limit,
             "lease": lease_seconds,
+            "default_title": DEFAULT_TITLE,
         },
     )
     if row is None or row["user_id"] is None or row["thread_id"] is None:
@@ -187,7 +272,7 @@ def begin_turn(
             trip_id=trip_id,
             created_at=row["new_at"],
         )
-        return Started(user_id, thread_id, new)
+        return Started(user_id, thread_id, new, row["titling_assistant_id"])
     if row["request_sha256"] is None:
         retry_after = max(1, int(row["rate_retry_after"] or 1))
         return Refused(user_id, bool(row["rate_limited"]), retry_after)
@@ -217,6 +302,7 @@ def begin_turn(
         ),
         reply,
         max(0, int(row["lease_left"] or 0)),
+        row["titling_assistant_id"],
     )
 
 

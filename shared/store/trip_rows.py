@@ -8,6 +8,7 @@ from typing import LiteralString
 
 from shared.models import Trip, User
 from shared.store.common import (
+    DEFAULT_TITLE,
     TRIP_COLUMNS,
     USER_COLUMNS,
     Keyset,
@@ -19,6 +20,13 @@ from shared.store.common import (
     take_slot,
 )
 from shared.store.db import Connection
+
+# A title the traveller chose (at creation or by renaming), recorded with the statement that
+# sets it: the automatic title never replaces it (sql/0006).
+_CHOSEN: LiteralString = (
+    "chosen AS (INSERT INTO tripchat.trip_title_chosen (session_id) SELECT id FROM t "
+    "ON CONFLICT (session_id) DO UPDATE SET chosen_at = now()) "
+)
 
 
 def insert_trip(
@@ -36,8 +44,8 @@ def insert_trip(
     return returning(
         conn,
         Trip,
-        'INSERT INTO "Session" ("userId", "threadId", "title") '
-        f"VALUES (%s, %s, %s) RETURNING {TRIP_COLUMNS}",
+        'WITH t AS (INSERT INTO "Session" ("userId", "threadId", "title") '
+        f"VALUES (%s, %s, %s) RETURNING {TRIP_COLUMNS}), {_CHOSEN}SELECT * FROM t",
         (user_id, thread_id, title),
     )
 
@@ -95,11 +103,30 @@ def replace_thread(conn: Connection, trip_id: str, old: str, new: str) -> str:
 
 
 def rename_trip_of(conn: Connection, clerk_id: str, trip_id: str, title: str) -> Trip | None:
+    """Rename the user's trip, and record that its title is theirs (one statement)."""
     return fetch_one(
         conn,
         Trip,
-        f'UPDATE "Session" SET "title" = %s WHERE {_OWNED_TRIP} RETURNING {TRIP_COLUMNS}',
+        f'WITH t AS (UPDATE "Session" SET "title" = %s WHERE {_OWNED_TRIP} '
+        f"RETURNING {TRIP_COLUMNS}), {_CHOSEN}SELECT * FROM t",
         (title, trip_id, clerk_id),
+    )
+
+
+def set_automatic_title(conn: Connection, trip_id: str, title: str) -> bool:
+    """Give the trip `title` if it still has the default one and the traveller never chose one;
+    False when it does not. Run inside a transaction (or db.pipeline): the row lock is taken
+    first, so a rename in flight commits before the check, which then runs on a fresh snapshot
+    (read committed) and sees its choice, even a rename to the default title itself."""
+    conn.execute('SELECT 1 FROM "Session" WHERE "id" = %s FOR UPDATE', (trip_id,))
+    return (
+        fetch_record(
+            conn,
+            'UPDATE "Session" SET "title" = %s WHERE "id" = %s AND "title" = %s AND NOT EXISTS '
+            "(SELECT 1 FROM tripchat.trip_title_chosen WHERE session_id = %s) RETURNING 1",
+            (title, trip_id, DEFAULT_TITLE, trip_id),
+        )
+        is not None
     )
 
 
@@ -115,6 +142,7 @@ def delete_trip_rows_of(conn: Connection, clerk_id: str, trip_id: str) -> str | 
         return None
     conn.execute("DELETE FROM tripchat.reply_stream WHERE session_id = %s", (trip_id,))
     conn.execute("DELETE FROM tripchat.message_turn WHERE session_id = %s", (trip_id,))
+    conn.execute("DELETE FROM tripchat.trip_title_chosen WHERE session_id = %s", (trip_id,))
     conn.execute('DELETE FROM "Message" WHERE "sessionId" = %s', (trip_id,))
     conn.execute('DELETE FROM "Session" WHERE "id" = %s', (trip_id,))
     return str(row["threadId"])

@@ -15,6 +15,28 @@ def get_user_by_clerk_id(conn: Connection, clerk_id: str) -> User | None:
     )
 
 
+@dataclass(frozen=True)
+class UserTotals:
+    user: User
+    trips: int
+    messages: int
+
+
+def get_user_totals(conn: Connection, clerk_id: str) -> UserTotals | None:
+    """The user's row with how many trips and messages they have (one statement; the counts
+    walk the keyset indexes of "Session" and "Message")."""
+    row = fetch_record(
+        conn,
+        f'SELECT {USER_COLUMNS}, (SELECT count(*) FROM "Session" s WHERE s."userId" = u."id") '
+        'AS trips, (SELECT count(*) FROM "Session" s JOIN "Message" m ON m."sessionId" = s."id" '
+        'WHERE s."userId" = u."id") AS messages FROM "User" u WHERE u."clerkId" = %s',
+        (clerk_id,),
+    )
+    if row is None:
+        return None
+    return UserTotals(User.model_validate(row), int(row["trips"]), int(row["messages"]))
+
+
 def insert_user(
     conn: Connection, *, clerk_id: str, assistant_id: str, email: str, name: str | None
 ) -> User:
@@ -119,6 +141,11 @@ def delete_user_rows(conn: Connection, user_id: str) -> list[str]:
     conn.execute("DELETE FROM tripchat.reply_stream WHERE user_id = %s", (user_id,))
     conn.execute("DELETE FROM tripchat.message_turn WHERE user_id = %s", (user_id,))
     conn.execute("DELETE FROM tripchat.rate_limit WHERE user_id = %s", (user_id,))
+    conn.execute(
+        "DELETE FROM tripchat.trip_title_chosen WHERE session_id IN "
+        '(SELECT "id" FROM "Session" WHERE "userId" = %s)',
+        (user_id,),
+    )
     conn.execute(
         'DELETE FROM "Message" WHERE "sessionId" IN '
         '(SELECT "id" FROM "Session" WHERE "userId" = %s)',

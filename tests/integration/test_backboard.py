@@ -30,7 +30,12 @@ from shared.errors import (
     UpstreamError,
     UpstreamUnavailable,
 )
-from shared.gateways.backboard import BackboardGateway, get_backboard, reset_backboard
+from shared.gateways.backboard import (
+    BackboardGateway,
+    UnsafeId,
+    get_backboard,
+    reset_backboard,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -128,6 +133,101 @@ def test_add_message_returns_the_reply_and_sends_memory_auto(
     }
     history = sdk(backboard, lambda c: c.get_thread(thread_id)).messages
     assert [m.content for m in history] == [m["content"] for m in seen]
+
+
+def test_memories_are_listed_counted_and_deleted_per_assistant(
+    backboard: BackboardStandIn,
+) -> None:
+    gateway = get_backboard()
+    mine, theirs = new_assistant(gateway), new_assistant(gateway, "Trip planner for u2")
+    thread_id = gateway.create_thread(mine)
+    gateway.add_message(thread_id, "We travel with a toddler")  # memory "Auto": remembered
+    backboard.add_memory(mine, "Prefers trains to planes")
+    other = backboard.add_memory(theirs, "Allergic to peanuts")
+    listed = gateway.list_memories(mine)
+    assert [m.content for m in listed] == [
+        "The traveller said: We travel with a toddler",
+        "Prefers trains to planes",
+    ]
+    assert all(m.created_at is not None and m.created_at.tzinfo is not None for m in listed)
+    assert gateway.memory_count(mine) == 2
+    # Another assistant's memory is not this assistant's to delete.
+    assert gateway.delete_memory(mine, other) is False
+    assert [m["id"] for m in backboard.memories(theirs)] == [other]
+    assert gateway.delete_memory(mine, listed[0].id) is True
+    assert gateway.delete_memory(mine, listed[0].id) is False  # gone already
+    assert [m.id for m in gateway.list_memories(mine)] == [listed[1].id]
+    gateway.delete_memories(mine)
+    assert gateway.list_memories(mine) == [] and gateway.memory_count(mine) == 0
+    assert len(backboard.memories(theirs)) == 1
+    gateway.delete_assistant(theirs)  # an assistant's memories go with it
+    assert backboard.memories() == []
+    gateway.delete_memories(theirs)  # nothing left to forget: success
+    with pytest.raises(BackboardObjectMissing):
+        gateway.list_memories(theirs)
+
+
+def test_memories_answered_in_part_are_read_by_page(backboard: BackboardStandIn) -> None:
+    gateway = get_backboard()
+    assistant_id = new_assistant(gateway)
+    ids = [backboard.add_memory(assistant_id, f"fact {i}") for i in range(230)]
+    # A first answer that holds less than its total (a server paging by default) ...
+    first = sdk(backboard, lambda c: c.get_memories(assistant_id, page=1, page_size=25))
+    backboard.inject("list_memories", payload=first.model_dump())
+    # ... is completed page by page.
+    assert [m.id for m in gateway.list_memories(assistant_id)] == ids
+    assert backboard.calls("list_memories") == 1 + 1 + 3
+
+
+@pytest.mark.parametrize("memory_id", ["..", "../..", ".", "a/b", "%2e%2e", "", "x" * 101])
+def test_a_memory_id_that_could_walk_the_url_path_never_reaches_backboard(
+    backboard: BackboardStandIn, memory_id: str
+) -> None:
+    # httpx resolves dot segments: /assistants/A/memories/.. would delete the assistant.
+    gateway = get_backboard()
+    assistant_id = new_assistant(gateway)
+    with pytest.raises(UnsafeId):
+        gateway.delete_memory(assistant_id, memory_id)
+    assert backboard.calls("delete_memory") == backboard.calls("delete_assistant") == 0
+    assert assistant_id in backboard.assistants()
+
+
+def test_an_aside_runs_with_memory_off_in_a_thread_it_deletes(backboard: BackboardStandIn) -> None:
+    gateway = get_backboard()
+    assistant_id = new_assistant(gateway)
+    trip_thread = gateway.create_thread(assistant_id)
+    pending = gateway.start_aside(
+        assistant_id, "Ten days in Japan in April, cherry blossoms", "Title"
+    )
+    assert pending.result(5) == '"Ten days in Japan in April,"'
+    assert backboard.calls("send_message") == 1
+    assert backboard.threads() == {trip_thread: assistant_id}  # its own thread is gone
+    assert backboard.memories() == []  # memory off: nothing remembered
+    # Errors come out of result() as domain errors, like the blocking calls'.
+    backboard.inject("send_message", status=500)
+    with pytest.raises(UpstreamUnavailable):
+        gateway.start_aside(assistant_id, "x", "Title").result(5)
+    with pytest.raises(BackboardObjectMissing):
+        gateway.start_aside("00000000-0000-0000-0000-000000000000", "x", "Title").result(5)
+
+
+def test_an_aside_not_answered_in_time_is_unavailable_and_cancelled(
+    backboard: BackboardStandIn,
+) -> None:
+    gateway = get_backboard()
+    assistant_id = new_assistant(gateway)
+    backboard.inject("send_message", delay=0.5)
+    pending = gateway.start_aside(assistant_id, "Somewhere warm", "Title")
+    started = time.monotonic()
+    with pytest.raises(UpstreamUnavailable) as raised:
+        pending.result(0.05)
+    assert raised.value.unanswered
+    assert time.monotonic() - started < 0.4
+    # Given up on, but it still lands at Backboard (as a real timeout may): its thread stays.
+    deadline = time.monotonic() + 5
+    while not backboard.threads():
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
 
 
 def test_model_settings_are_optional(backboard: BackboardStandIn) -> None:

@@ -207,6 +207,35 @@ def test_user_deleted_erases_and_repeats_are_no_ops(
     assert len(webhook_env.assistants()) == 1
 
 
+@pytest.mark.parametrize("assistant_delete_fails", [False, True], ids=["deleted", "left"])
+def test_user_deleted_takes_the_assistants_memories_with_it(
+    webhook_env: BackboardStandIn, admin_conn: Conn, assistant_delete_fails: bool
+) -> None:
+    for clerk_id in ("user_a", "user_b"):
+        post(
+            *delivery(
+                "user.created", clerk_user(clerk_id, email=f"{clerk_id}@example.test", updated_at=1)
+            )
+        )
+    rows = admin_conn.execute('SELECT "clerkId", "assistantId" FROM "User"').fetchall()
+    assistants = {str(clerk_id): str(assistant_id) for clerk_id, assistant_id in rows}
+    for clerk_id, assistant_id in assistants.items():
+        webhook_env.add_memory(assistant_id, f"{clerk_id} travels with a dog")
+        webhook_env.add_memory(assistant_id, f"{clerk_id} is vegetarian")
+    if assistant_delete_fails:
+        webhook_env.inject("delete_assistant", status=500, times=None)
+    deleted = delivery("user.deleted", {"id": "user_a", "object": "user", "deleted": True})
+    assert post(*deleted)[1]["outcome"] == "erased"
+    # Forgotten before the assistant is deleted: gone even when its deletion fails and waits
+    # for an operator.
+    assert webhook_env.memories(assistants["user_a"]) == []
+    assert (assistants["user_a"] in webhook_env.assistants()) is assistant_delete_fails
+    assert [m["content"] for m in webhook_env.memories(assistants["user_b"])] == [
+        "user_b travels with a dog",
+        "user_b is vegetarian",
+    ]
+
+
 def test_user_without_email_is_stored_with_an_empty_email(
     webhook_env: BackboardStandIn, admin_conn: Conn
 ) -> None:

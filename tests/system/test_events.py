@@ -21,9 +21,11 @@ from shared.gateways import auth
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 SAMPLE_TRIP = "3f9a6c2e-1b7d-4e0a-9c55-2d8e7f41a6b0"
+SAMPLE_MEMORY = "8d1c2b7a-5e4f-4a3b-9c2d-1e0f6a7b8c9d"
 SECRET = "whsec_ZXZlbnRzLXRlc3Qtc2lnbmluZy1zZWNyZXQtMzItYnl0ZXM="
 
-# In the order a real session would produce them; the trip events get a real trip's id.
+# In the order a real session would produce them; the trip events get a real trip's id, the
+# memory event the id of the memory the send left.
 API_EVENTS = [
     ("sessions", "sessions_list.json", 200),
     ("sessions", "sessions_create.json", 201),
@@ -31,6 +33,12 @@ API_EVENTS = [
     ("sessions", "sessions_rename.json", 200),
     ("messages", "messages_send.json", 201),
     ("messages", "messages_list.json", 200),
+    ("sessions", "sessions_export.json", 200),
+    ("sessions", "sessions_search.json", 200),
+    ("me", "me_get.json", 200),
+    ("me", "me_memories_list.json", 200),
+    ("me", "me_memories_delete.json", 204),
+    ("me", "me_memories_delete_all.json", 204),
     ("sessions", "sessions_delete.json", 204),
 ]
 WEBHOOK_EVENTS = [
@@ -67,14 +75,18 @@ def test_every_route_in_the_template_has_a_sample_event() -> None:
 
 
 def test_every_api_event_runs_through_its_handler(local_env: str) -> None:
-    trip_id = SAMPLE_TRIP
+    trip_id, memory_id = SAMPLE_TRIP, SAMPLE_MEMORY
     for function, name, expected in API_EVENTS:
         raw = json.dumps(_load(name)).replace(SAMPLE_TRIP, trip_id)
-        event = prepare_event(json.loads(raw), token=local_env, webhook_secret=None)
+        event = prepare_event(
+            json.loads(raw.replace(SAMPLE_MEMORY, memory_id)), token=local_env, webhook_secret=None
+        )
         response = invoke(function, event)
         assert response["statusCode"] == expected, (name, response)
         if name == "sessions_create.json":
             trip_id = response_json(response)["id"]
+        if name == "me_memories_list.json":
+            memory_id = response_json(response)["memories"][0]["id"]
 
 
 def test_every_webhook_event_runs_through_its_handler(local_env: str) -> None:

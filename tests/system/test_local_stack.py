@@ -307,6 +307,11 @@ def test_backboard_standin_restarted_on_its_state_file_remembers(
             assert reply == f"{REPLY_PREFIX} Reply #2 to: And Lisbon?"
             assert second.messages(thread)[0]["content"] == "Three days in Porto?"
             assert gateway.create_thread(assistant)  # the assistant still takes new trips
+            # What it remembers survives too (memory "Auto": one memory per message).
+            assert [m.content for m in gateway.list_memories(assistant)] == [
+                "The traveller said: Three days in Porto?",
+                "The traveller said: And Lisbon?",
+            ]
     finally:
         reset_backboard()
         config.reset_caches()

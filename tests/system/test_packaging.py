@@ -30,6 +30,7 @@ SECRETS_BY_ROLE = {
     },
     "SessionsRole": {"DatabaseSecretArn", "BackboardApiKeySecretArn", "ClerkSecretKeySecretArn"},
     "MessagesRole": {"DatabaseSecretArn", "BackboardApiKeySecretArn", "ClerkSecretKeySecretArn"},
+    "MeRole": {"DatabaseSecretArn", "BackboardApiKeySecretArn", "ClerkSecretKeySecretArn"},
     "MigrateRole": {"DatabaseSecretArn"},
     "StreamRole": {"DatabaseSecretArn", "BackboardApiKeySecretArn", "ClerkSecretKeySecretArn"},
 }
@@ -119,7 +120,8 @@ def test_migrations_run_before_the_api_functions_change() -> None:
     schema = resources["DatabaseSchema"]["Properties"]
     assert schema["ServiceToken"] == {"Fn::GetAtt": ["MigrateFunction", "Arn"]}
     assert {"Ref": "SharedLayer"} in schema.values()  # a new layer (new sql/) re-runs it
-    for name in ("ClerkWebhookFunction", "SessionsFunction", "MessagesFunction", "StreamFunction"):
+    functions = ("ClerkWebhookFunction", "SessionsFunction", "MessagesFunction", "StreamFunction")
+    for name in (*functions, "MeFunction"):
         assert resources[name]["DependsOn"] == "DatabaseSchema"
     variables = resources["MigrateFunction"]["Properties"]["Environment"]["Variables"]
     assert variables["MIGRATIONS_DIR"] == "/opt/sql"  # the layer's sql/, mounted at /opt
@@ -212,6 +214,7 @@ def test_template_routes_are_exactly_the_routes_each_module_registers() -> None:
         "functions.clerk_webhook.app",
         "functions.sessions.app",
         "functions.messages.app",
+        "functions.me.app",
     }
     for module, routes in declared.items():
         app = importlib.import_module(module).app
@@ -242,6 +245,12 @@ def test_every_template_route_reaches_a_handler_that_serves_it(
         "DELETE /sessions/{id}",
         "GET /sessions/{id}/messages",
         "POST /sessions/{id}/messages",
+        "GET /sessions/{id}/export",
+        "GET /search",
+        "GET /me",
+        "GET /me/memories",
+        "DELETE /me/memories",
+        "DELETE /me/memories/{id}",
     }
     for route in routes:
         path = route.path.replace("{id}", "some-trip")
@@ -312,7 +321,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.slow
 def test_package_builds_the_sam_layout(built: Path) -> None:
     tmp_path = built.parent
-    for name in ("ClerkWebhookFunction", "SessionsFunction", "MessagesFunction", "MigrateFunction"):
+    functions = ("ClerkWebhookFunction", "SessionsFunction", "MessagesFunction", "MeFunction")
+    for name in (*functions, "MigrateFunction"):
         assert (tmp_path / name / "app.py").is_file()
         assert not (tmp_path / name / "shared").exists()  # shared/ comes from the layer
     layer = tmp_path / "SharedLayer"

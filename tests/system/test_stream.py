@@ -650,3 +650,21 @@ def test_a_follower_whose_client_left_stops_following(
         assert messages(alice, trip)["pendingReplies"]  # the reply still streams meanwhile
         sender.join(30)
     assert types(sent["chunks"])[-2:] == ["finish", "[DONE]"]
+
+
+def test_a_streamed_first_reply_titles_a_new_trip_and_a_broken_one_does_not(
+    stream_url: str, api: Callable[[str], Client], backboard: BackboardStandIn
+) -> None:
+    alice = api("user_alice")
+    trip = alice.call("POST", "/sessions").body["id"]  # untitled: "New Trip"
+    backboard.inject("add_message", after_chunks=2)
+    broken = parse(post_stream(stream_url, alice, trip, {"content": "Kyoto in autumn"}).text)
+    assert types(broken)[-2:] == ["error", "[DONE]"]
+    assert alice.call("GET", f"/sessions/{trip}").body["title"] == "New Trip"  # abandoned
+    done = parse(post_stream(stream_url, alice, trip, {"content": "Kyoto in autumn, temples"}).text)
+    assert types(done)[-2:] == ["finish", "[DONE]"]
+    # Set before the turn ended, from the message, with memory off (the memories are the
+    # two sends', memory "Auto").
+    assert alice.call("GET", f"/sessions/{trip}").body["title"] == "Kyoto in autumn, temples"
+    assert len(backboard.memories()) == 2
+    assert len(backboard.threads()) == 1  # the titling threads are gone

@@ -30,6 +30,12 @@ def test_document_describes_every_route_and_the_error_shape() -> None:
         ("POST", "/sessions/{id}/messages/stream"),
         ("GET", "/sessions/{id}/messages/stream"),
         ("POST", "/sessions/{id}/messages/stream/stop"),
+        ("GET", "/sessions/{id}/export"),
+        ("GET", "/search"),
+        ("GET", "/me"),
+        ("GET", "/me/memories"),
+        ("DELETE", "/me/memories"),
+        ("DELETE", "/me/memories/{id}"),
         ("POST", "/webhooks/clerk"),
     }
     send = doc["paths"]["/sessions/{id}/messages"]["post"]
@@ -82,6 +88,10 @@ SUCCESS = {
     ("delete", "/sessions/{id}"): ("204", None),
     ("get", "/sessions/{id}/messages"): ("200", "MessagePage"),
     ("post", "/sessions/{id}/messages"): ("201", "TurnOut"),
+    ("get", "/me"): ("200", "ProfileOut"),
+    ("get", "/me/memories"): ("200", "MemoryPage"),
+    ("delete", "/me/memories"): ("204", None),
+    ("delete", "/me/memories/{id}"): ("204", None),
     ("post", "/webhooks/clerk"): ("200", "WebhookReceipt"),
 }
 # The stream routes: Server-Sent Events, or no body.
