@@ -163,7 +163,7 @@ class BackboardStandIn:
         self.api_key = api_key
         self.state_file = state_file
         # Seconds between the pieces of a streamed reply (settable while serving).
-        self.stream_delay = stream_delay
+        self.stream_delay = self._initial_stream_delay = stream_delay
         # When each piece of the latest streamed reply left (time.perf_counter(), benchmarks).
         self.sent_at: list[float] = []
         self._port = port
@@ -333,9 +333,11 @@ class BackboardStandIn:
             }
 
     def reset(self, *, seed: int | None = None) -> None:
-        """Forget everything (state, calls, faults) and re-seed, so each test starts alike."""
+        """Forget everything (state, calls, faults, a changed stream_delay) and re-seed, so
+        each test starts alike."""
         with self._lock:
             self._state = _State()
+            self.stream_delay = self._initial_stream_delay
             self._seed = self._seed if seed is None else seed
             self._random.seed(self._seed)
             state = self._state

@@ -24,6 +24,7 @@ from dev.stack.stream_process import InThreadStreamServer
 from dev.stack.token_issuer import LocalIssuer
 from shared import config
 from shared.errors import Conflict
+from shared.gateways.backboard import reset_backboard
 from shared.store import db, message_rows, reply_rows, trip_rows, user_rows
 
 Chunks = list[Any]
@@ -513,11 +514,19 @@ class TurnInFlight:
 
 @pytest.fixture
 def turn_in_flight(
-    stream_url: str, alice_trip: tuple[Client, str], backboard: BackboardStandIn, direct_url: str
+    stream_url: str,
+    alice_trip: tuple[Client, str],
+    backboard: BackboardStandIn,
+    direct_url: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[TurnInFlight]:
     """Alice's streamed reply, being written, whose own next write is far off: a test ends
     it from outside (reply_rows, message_rows) while deleting what it belongs to."""
     alice, trip = alice_trip
+    # Pieces 3 s apart, within Backboard's timeout: the turn neither writes nor fails meanwhile.
+    monkeypatch.setenv("BACKBOARD_TIMEOUT_SECONDS", "10")
+    config.reset_caches()
+    reset_backboard()
     backboard.stream_delay = 3
     sender, _ = send_in_background(stream_url, alice, trip, "Finish me")
     wait_for(lambda: messages(alice, trip)["pendingReplies"])
