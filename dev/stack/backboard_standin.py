@@ -106,6 +106,7 @@ class Fault:
     payload: Any = None  # answered instead of the real result (with `status`, default 200)
     # A streamed add_message: send this many pieces of the reply, then an `error` event.
     after_chunks: int | None = None
+    cut: bool = False  # with after_chunks: the stream just ends there, no `error` event
 
     def __post_init__(self) -> None:
         # Checked here so a typo fails the test that made it, not a later confusing one.
@@ -162,7 +163,7 @@ class BackboardStandIn:
         self.api_key = api_key
         self.state_file = state_file
         # Seconds between the pieces of a streamed reply (settable while serving).
-        self.stream_delay = stream_delay
+        self.stream_delay = self._initial_stream_delay = stream_delay
         # When each piece of the latest streamed reply left (time.perf_counter(), benchmarks).
         self.sent_at: list[float] = []
         self._port = port
@@ -332,9 +333,11 @@ class BackboardStandIn:
             }
 
     def reset(self, *, seed: int | None = None) -> None:
-        """Forget everything (state, calls, faults) and re-seed, so each test starts alike."""
+        """Forget everything (state, calls, faults, a changed stream_delay) and re-seed, so
+        each test starts alike."""
         with self._lock:
             self._state = _State()
+            self.stream_delay = self._initial_stream_delay
             self._seed = self._seed if seed is None else seed
             self._random.seed(self._seed)
             state = self._state
@@ -353,6 +356,7 @@ class BackboardStandIn:
         retry_after: int | None = None,
         payload: Any = None,
         after_chunks: int | None = None,
+        cut: bool = False,
     ) -> None:
         """Make the next `times` calls of `operation` (None: all, until cleared) wait `delay`
         seconds and then, if `status` is set, fail with it (`retry_after` is sent as
@@ -360,11 +364,13 @@ class BackboardStandIn:
         doing the operation; a 2xx `status` without payload answers an empty body. With
         `probability` < 1 each call is hit at random (seeded, so runs repeat). A new fault on
         an operation replaces its previous one. With `after_chunks`, a streamed add_message
-        sends that many pieces of its reply, then fails with an `error` event."""
+        sends that many pieces of its reply, then fails with an `error` event, or with `cut`
+        ends the stream there cleanly, with neither `error` nor `run_ended` (a connection
+        closed mid-reply)."""
         _check_operation(operation)
         if payload is not None and status is None:
             status = 200
-        fault = Fault(status, delay, times, probability, retry_after, payload, after_chunks)
+        fault = Fault(status, delay, times, probability, retry_after, payload, after_chunks, cut)
         with self._lock:
             self._state.faults[operation] = fault
 
@@ -438,7 +444,7 @@ class BackboardStandIn:
         if fault is not None:
             time.sleep(fault.delay)
             if fault.after_chunks is not None:
-                body = {**body, "_break_after": fault.after_chunks}
+                body = {**body, "_break_after": fault.after_chunks, "_cut": fault.cut}
             elif fault.status is not None:
                 headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after else {}
                 payload = fault.payload
@@ -615,7 +621,8 @@ class BackboardStandIn:
         for sent, piece in enumerate(pieces):
             if break_after is not None and sent >= int(break_after):
                 self._record(state, body, None)
-                yield {"type": "error", "error": "injected fault mid-stream", "run_id": run_id}
+                if not body.get("_cut"):
+                    yield {"type": "error", "error": "injected fault mid-stream", "run_id": run_id}
                 return
             time.sleep(self.stream_delay)
             with self._lock:
@@ -757,6 +764,7 @@ class BackboardStandIn:
                 retry_after=None if retry_after is None else int(retry_after),
                 payload=body.get("payload"),
                 after_chunks=None if after is None else int(after),
+                cut=bool(body.get("cut", False)),
             )
         except (KeyError, ValueError, TypeError) as exc:
             return 400, {"detail": str(exc)}

@@ -103,3 +103,8 @@ class InThreadStreamServer:
     def __exit__(self, *exc: object) -> None:
         self._server.should_exit = True
         self._thread.join(10)
+
+    @property
+    def requests_running(self) -> int:
+        """How many requests the app is still serving (a stream until it ends)."""
+        return len(self._server.server_state.tasks)

@@ -29,7 +29,6 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 import shared.gateways.auth  # noqa: F401  (every request verifies a token: load it at start)
-from functions.stream.docs import STOP_PATH, STREAM_PATH
 from shared.domain import streaming
 from shared.domain.users import Viewer
 from shared.errors import AppError, ValidationFailed
@@ -41,6 +40,7 @@ from shared.http.api import (
     error_headers,
     viewer_from_headers,
 )
+from shared.http.ui_stream import STOP_PATH, STREAM_PATH
 from shared.models import StreamMessageRequest
 
 logger = Logger(service="stream")
@@ -138,7 +138,7 @@ async def resume(request: Request) -> Response:
     if reply is None:
         return Response(status_code=204)  # the AI SDK's resumeStream(): nothing in flight
     following = streaming.follow(reply, trip_id)
-    return _Stream(ui_stream.encode(following.ids, following.events))
+    return _Stream(ui_stream.encode(following.ids, following.events), outlives_client=False)
 
 
 async def stop(request: Request) -> Response:
@@ -155,16 +155,40 @@ async def health(_: Request) -> Response:
 class _Stream(Response):
     """An SSE response that outlives its client: when the client goes away the remaining
     chunks are still drawn (and dropped), so the turn behind them runs to its end within
-    this invocation, which a Lambda container would otherwise freeze."""
+    this invocation, which a Lambda container would otherwise freeze. A follower (resume)
+    only listens: `outlives_client=False` ends it when its client disconnects."""
 
-    def __init__(self, body: AsyncIterator[bytes], headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        body: AsyncIterator[bytes],
+        headers: dict[str, str] | None = None,
+        *,
+        outlives_client: bool = True,
+    ):
         # As StreamingResponse does: no `body` attribute, so no Content-Length.
         self.status_code = 200
         self.background = None
         self.init_headers({**ui_stream.HEADERS, **(headers or {})})
         self._body = body
+        self._outlives_client = outlives_client
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._outlives_client:
+            await self._relay(send)
+            return
+        async with anyio.create_task_group() as group:
+
+            async def until_disconnect() -> None:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                group.cancel_scope.cancel()
+
+            group.start_soon(until_disconnect)
+            await self._relay(send)
+            group.cancel_scope.cancel()
+
+    async def _relay(self, send: Send) -> None:
+        # uvicorn drops writes to a client that left (no OSError): the body is drawn to its end.
         connected = True
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})

@@ -9,10 +9,9 @@ from typing import Any
 from pydantic.json_schema import models_json_schema
 
 from shared.http.api import ERROR_RESPONSES, IDEMPOTENCY_KEY_PATTERN
+from shared.http.ui_stream import STOP_PATH, STREAM_PATH
 from shared.models import StreamMessageRequest
 
-STREAM_PATH = "/sessions/{id}/messages/stream"
-STOP_PATH = f"{STREAM_PATH}/stop"
 REF = "#/components/schemas/{model}"
 
 

@@ -23,7 +23,7 @@ from shared.domain import chat, titles
 from shared.domain.trips import not_found
 from shared.domain.users import Viewer
 from shared.errors import AppError, BackboardObjectMissing, UpstreamError, UpstreamUnavailable
-from shared.gateways.backboard import get_backboard
+from shared.gateways.backboard import ReplyStream, get_backboard
 from shared.store import db, reply_rows
 from shared.store.reply_rows import ReplyInFlight
 
@@ -146,6 +146,7 @@ async def _turn(viewer: Viewer, begun: chat.Begun, emit: Callable[[Event], None]
     run_id: str | None = None
     written_at = time.monotonic()
     thread_id = begun.thread_id
+    reply: ReplyStream | None = None
     # The trip's first reply: its title is asked for alongside, set before the turn ends.
     titling = (
         titles.begin(begun.trip_id, begun.user_id, begun.titling_assistant_id, begun.content)
@@ -173,11 +174,10 @@ async def _turn(viewer: Viewer, begun: chat.Begun, emit: Callable[[Event], None]
             if due or (run_id and not run_saved):
                 written_at, run_saved = time.monotonic(), run_id is not None
                 if not await _off_loop(_save, begun, "".join(parts), run_id, settings_lease):
-                    await reply.aclose()
                     emit(Ended("stopped"))
                     return
             chunk = await anext(reply, None)
-        stored = await _off_loop(_finish, begun, _whole(parts))
+        stored = await _off_loop(_finish, begun, _whole(parts, completed=reply.completed))
         if stored and titling is not None:
             # While the response is still open: nothing runs after it (Lambda freezes then).
             await _off_loop(titles.finish, titling)
@@ -191,11 +191,15 @@ async def _turn(viewer: Viewer, begun: chat.Begun, emit: Callable[[Event], None]
         status = await _off_loop(_fail, begun, "".join(parts))
         emit(Ended("stopped") if status == "stopped" else Ended("failed", AppError()))
     finally:
+        if reply is not None:  # on every way out (a database failure too): no open response
+            await reply.aclose()
         if titling is not None:  # no reply stored: the next first reply asks again
             await _off_loop(titles.abandon, titling)
 
 
-def _whole(parts: list[str]) -> str:
+def _whole(parts: list[str], *, completed: bool) -> str:
+    if not completed:  # the stream stopped short of run_ended: only part of the reply
+        raise UpstreamUnavailable("The assistant's reply broke off; send again.")
     text = "".join(parts)
     if not text.strip():
         raise UpstreamError("The assistant returned an empty reply.")
@@ -270,7 +274,11 @@ async def _poll(reply: ReplyInFlight) -> AsyncIterator[Event]:
         yield Delta(sent)
     while True:
         await asyncio.sleep(POLL_SECONDS)
-        state = await _off_loop(_state, reply.user_id, reply.idempotency_key)
+        try:
+            state = await _off_loop(_state, reply.user_id, reply.idempotency_key)
+        except AppError as exc:  # the stream is open: the failure is its last event
+            yield Ended("failed", exc)
+            return
         if state.content.startswith(sent) and len(state.content) > len(sent):
             yield Delta(state.content[len(sent) :])
             sent = state.content

@@ -389,6 +389,9 @@ class ReplyStream:
         self._opener = opener
         self._thread_id = thread_id
         self._events: AsyncIterator[dict[str, Any]] | None = None
+        # Backboard ended the run (the SDK raises for a run_ended that is not "completed"): a
+        # stream that stops without it was cut off, and its text is not the whole reply.
+        self.completed = False
 
     def __aiter__(self) -> ReplyStream:
         return self
@@ -400,6 +403,8 @@ class ReplyStream:
             event = await self._step(_next_or_none(self._events))
             if event is None:
                 raise StopAsyncIteration
+            if event.get("type") == "run_ended":
+                self.completed = True
             run_id = event.get("run_id")
             text = event.get("content") if event.get("type") == "content_streaming" else None
             if isinstance(text, str) or run_id:

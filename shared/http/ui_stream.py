@@ -14,6 +14,11 @@ from typing import Any
 
 from shared.domain.streaming import Delta, Ended, Event, Replayed, StreamIds
 
+# The stream routes (the stream function serves them, its OpenAPI description names them). Here,
+# in the layer, because Lambda runs the function from its own folder: no `functions` package.
+STREAM_PATH = "/sessions/{id}/messages/stream"
+STOP_PATH = f"{STREAM_PATH}/stop"
+
 HEADERS = {
     "content-type": "text/event-stream",
     "cache-control": "no-cache",

@@ -5,15 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import LiteralString
 
+from shared.errors import Conflict
 from shared.models import Message, Role, Trip
 from shared.store.common import (
     DEFAULT_TITLE,
     MESSAGE_COLUMNS,
     Keyset,
+    fetch_one,
     fetch_record,
     fetch_records,
     page_clause,
-    returning,
     take_slot,
 )
 from shared.store.db import Connection
@@ -336,16 +337,22 @@ def release_turn(conn: Connection, *, user_id: str, idempotency_key: str) -> boo
 def finish_turn(
     conn: Connection, *, user_id: str, idempotency_key: str, trip_id: str, reply: str
 ) -> Message:
-    """Store the assistant's reply and close the turn, in one statement."""
-    return returning(
+    """Store the assistant's reply and close the turn, in one statement. The trip is locked
+    first (key share), as every statement that deletes or ends a turn does: one lock order,
+    no deadlock with a trip's or an account's deletion. Conflict when the trip is gone."""
+    stored = fetch_one(
         conn,
         Message,
-        "WITH msg AS ("
+        'WITH s AS (SELECT "id" FROM "Session" WHERE "id" = %s FOR KEY SHARE), msg AS ('
         ' INSERT INTO "Message" ("sessionId", "role", "content") '
-        f" VALUES (%s, 'assistant', %s) RETURNING {MESSAGE_COLUMNS}"
+        f" SELECT \"id\", 'assistant', %s FROM s RETURNING {MESSAGE_COLUMNS}"
         "), done AS ("
         " UPDATE tripchat.message_turn SET assistant_message_id = (SELECT id FROM msg), "
-        " lease_until = NULL WHERE user_id = %s AND idempotency_key = %s"
+        " lease_until = NULL WHERE user_id = %s AND idempotency_key = %s "
+        " AND EXISTS (SELECT 1 FROM msg)"
         f") SELECT {MESSAGE_COLUMNS} FROM msg",
         (trip_id, reply, user_id, idempotency_key),
     )
+    if stored is None:  # the trip was deleted while the assistant answered
+        raise Conflict("The data changed while the request ran; reload and retry.")
+    return stored

@@ -85,12 +85,18 @@ def finish_reply(
 ) -> Message | None:
     """Move the complete reply to "Message" (under the id the stream announced), close the
     turn and drop the row, in one statement; None when it was stopped meanwhile."""
+    # The trip's row is locked (key share) before the reply's: a trip's deletion locks them
+    # in that order, and the other order (the reply's, then "Message"'s key check on the
+    # trip at the end of the statement) deadlocked with it.
     return fetch_one(
         conn,
         Message,
-        "WITH r AS ("
+        "WITH s AS ("
+        ' SELECT 1 FROM "Session" WHERE "id" = (SELECT session_id FROM tripchat.reply_stream '
+        " WHERE user_id = %(user)s AND idempotency_key = %(key)s) FOR KEY SHARE"
+        "), r AS ("
         " DELETE FROM tripchat.reply_stream WHERE user_id = %(user)s "
-        " AND idempotency_key = %(key)s AND status = 'streaming' "
+        " AND idempotency_key = %(key)s AND status = 'streaming' AND EXISTS (SELECT 1 FROM s)"
         " RETURNING assistant_message_id, session_id"
         "), msg AS ("
         ' INSERT INTO "Message" ("id", "sessionId", "role", "content") '
@@ -259,9 +265,9 @@ def stop_reply(conn: Connection, clerk_id: str, trip_id: str) -> Stopped:
     text leaves the turn open and empty, as if Backboard had never answered."""
     row = fetch_record(
         conn,
-        "WITH s AS ("
+        "WITH s AS ("  # the trip locked before its reply, as finish_reply does
         ' SELECT s."id", s."threadId" FROM "Session" s JOIN "User" u ON u."id" = s."userId" '
-        ' WHERE s."id" = %(trip)s AND u."clerkId" = %(clerk)s'
+        ' WHERE s."id" = %(trip)s AND u."clerkId" = %(clerk)s FOR KEY SHARE OF s'
         "), target AS ("
         " SELECT r.user_id, r.idempotency_key FROM tripchat.reply_stream r "
         " JOIN s ON s.\"id\" = r.session_id WHERE r.status = 'streaming' "

@@ -131,9 +131,11 @@ def update_user_profile(conn: Connection, user_id: str, *, email: str, name: str
 def delete_user_rows(conn: Connection, user_id: str) -> list[str]:
     """Delete everything the user owns, children first (the foreign keys never cascade), and
     return the Backboard thread ids of their trips. Run inside a transaction."""
+    # The trips are locked first, as a trip's deletion does and as a reply's completion or
+    # stop does (key share): one order, so none of them deadlocks with another.
     trips = fetch_records(
         conn,
-        'SELECT "threadId" FROM "Session" WHERE "userId" = %s ORDER BY "createdAt"',
+        'SELECT "threadId" FROM "Session" WHERE "userId" = %s ORDER BY "createdAt" FOR UPDATE',
         (user_id,),
     )
     conn.execute("DELETE FROM tripchat.reply_stream WHERE user_id = %s", (user_id,))

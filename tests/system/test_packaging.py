@@ -76,8 +76,10 @@ def test_template_settings() -> None:
     parties = template["Parameters"]["ClerkAuthorizedParties"]
     assert "Default" not in parties
     pattern = parties["AllowedPattern"]
-    assert re.fullmatch(pattern, "https://app.example.com, http://localhost:3000")
-    for bad in ("", " ", "*", "https://app.example.com/", "app.example.com"):
+    assert re.fullmatch(pattern, "https://app.example.com,http://localhost:3000")
+    # The HttpApi's and the stream URL's CORS origins are Fn::Split of it, which keeps spaces.
+    spaced = "https://app.example.com, http://localhost:3000"
+    for bad in ("", " ", "*", "https://app.example.com/", "app.example.com", spaced):
         assert not re.fullmatch(pattern, bad), bad
 
 
@@ -424,3 +426,49 @@ def test_the_artifact_carries_cpython_313_bytecode(built: Path) -> None:
             "app.py",
             "__pycache__",
         }, name
+
+
+def test_the_stream_function_starts_from_its_artifact(tmp_path: Path) -> None:
+    """run.sh, as the Web Adapter runs it in /var/task: the function's folder alone (shared/
+    and the packages come from the layer, here the venv's), uvicorn answering /healthz."""
+    import socket
+    import time
+    import urllib.request
+
+    artifact = tmp_path / "StreamFunction"
+    package.build_function(REPO / "functions" / "stream", artifact)
+    layer = tmp_path / "opt" / "python"  # the layer's shared/, ahead of the venv's
+    layer.mkdir(parents=True)
+    (layer / "shared").symlink_to(REPO / "shared")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",  # python3: this venv's
+        "HOME": str(tmp_path),
+        "PYTHONPATH": str(layer),
+        "AWS_LWA_PORT": str(port),
+        "LAMBDA_RUNTIME_DIR": str(tmp_path / "runtime"),
+    }
+    server = subprocess.Popen(
+        [str(artifact / "run.sh")],
+        cwd=artifact,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        status = None
+        while status is None and server.poll() is None and time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                    status = r.status
+            except OSError:
+                time.sleep(0.2)
+        output = server.communicate()[0] if server.poll() is not None else "no answer"
+        assert status == 204, output
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

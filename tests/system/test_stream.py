@@ -11,9 +11,11 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
 from dev.stack.apiclient import Client
@@ -21,6 +23,9 @@ from dev.stack.backboard_standin import REPLY_PREFIX, BackboardStandIn
 from dev.stack.stream_process import InThreadStreamServer
 from dev.stack.token_issuer import LocalIssuer
 from shared import config
+from shared.errors import Conflict
+from shared.gateways.backboard import reset_backboard
+from shared.store import db, message_rows, reply_rows, trip_rows, user_rows
 
 Chunks = list[Any]
 
@@ -275,6 +280,26 @@ def test_failure_mid_stream_keeps_the_partial_and_a_retry_resumes(
     assert backboard.calls("add_message") == 2
 
 
+def test_a_stream_that_ends_without_run_ended_is_not_stored_as_complete(
+    stream_url: str, alice_trip: tuple[Client, str], backboard: BackboardStandIn
+) -> None:
+    # Backboard's stream closing mid-reply without an error (nor run_ended): half a reply,
+    # which must not reach "Message" as if complete; the turn is failed and resumable.
+    alice, trip = alice_trip
+    backboard.inject("add_message", after_chunks=3, cut=True)
+    key = {"idempotency-key": "k-cut"}
+    cut = parse(post_stream(stream_url, alice, trip, {"content": "Go"}, **key).text)
+    assert types(cut)[-2:] == ["error", "[DONE]"]
+    page = messages(alice, trip)
+    assert [m["role"] for m in page["messages"]] == ["user"]
+    (pending,) = page["pendingReplies"]
+    assert pending["status"] == "failed"
+    assert pending["content"] == text_of(cut)
+    retried = parse(post_stream(stream_url, alice, trip, {"content": "Go"}, **key).text)
+    assert types(retried)[-2:] == ["finish", "[DONE]"]
+    assert messages(alice, trip)["messages"][1]["content"] == text_of(retried)
+
+
 def test_resume_is_204_without_a_reply_in_flight_and_replays_one(
     stream_url: str, api: Callable[[str], Client], backboard: BackboardStandIn
 ) -> None:
@@ -433,6 +458,207 @@ def test_stopped_before_any_text_the_run_is_cancelled_and_the_turn_stays_open(
     stored = messages(alice, trip)["messages"]
     assert [m["role"] for m in stored] == ["user", "assistant"]
     assert stored[1]["content"] == text_of(again)
+
+
+def test_a_database_outage_mid_reply_ends_the_resumed_stream_with_an_error(
+    stream_url: str,
+    api: Callable[[str], Client],
+    backboard: BackboardStandIn,
+    clean_db: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Once a stream is open, a failure arrives as its `error` chunk, for a follower too: not
+    # a connection cut without the stream's end.
+    from tests.conftest import VIA_POOLER
+    from tests.system.test_faults import _set_connections_allowed
+
+    monkeypatch.setenv("DB_CONNECT_TIMEOUT_SECONDS", "1")
+    config.reset_caches()
+    db.close_pool()
+    alice = api("user_alice")
+    trip = new_trip(alice)
+    backboard.stream_delay = 0.3
+    sender, sent = send_in_background(stream_url, alice, trip, "word " * 30)
+    wait_for(lambda: messages(alice, trip)["pendingReplies"])
+    followed: dict[str, Any] = {}
+
+    def follow() -> None:
+        url = f"{stream_url}/sessions/{trip}/messages/stream"
+        try:
+            followed["chunks"] = parse(httpx.get(url, headers=headers(alice), timeout=30).text)
+        except httpx.HTTPError as exc:
+            followed["error"] = exc
+
+    follower = threading.Thread(target=follow)
+    follower.start()
+    time.sleep(0.5)
+    _set_connections_allowed(clean_db, False)
+    try:
+        follower.join(15)
+    finally:
+        _set_connections_allowed(clean_db, True)
+    sender.join(30)
+    assert "error" not in followed, followed
+    assert types(followed["chunks"])[-1] == "[DONE]"
+    if not VIA_POOLER:  # a pooler may hold the statements through a short outage instead
+        assert types(followed["chunks"])[-2:] == ["error", "[DONE]"]
+        assert types(sent["chunks"])[-2:] == ["error", "[DONE]"]
+
+
+@dataclass(frozen=True)
+class TurnInFlight:
+    trip: str
+    user_id: str
+    key: str
+
+
+@pytest.fixture
+def turn_in_flight(
+    stream_url: str,
+    alice_trip: tuple[Client, str],
+    backboard: BackboardStandIn,
+    direct_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[TurnInFlight]:
+    """Alice's streamed reply, being written, whose own next write is far off: a test ends
+    it from outside (reply_rows, message_rows) while deleting what it belongs to."""
+    alice, trip = alice_trip
+    # Pieces 3 s apart, within Backboard's timeout: the turn neither writes nor fails meanwhile.
+    monkeypatch.setenv("BACKBOARD_TIMEOUT_SECONDS", "10")
+    config.reset_caches()
+    reset_backboard()
+    backboard.stream_delay = 3
+    sender, _ = send_in_background(stream_url, alice, trip, "Finish me")
+    wait_for(lambda: messages(alice, trip)["pendingReplies"])
+    with psycopg.connect(direct_url, autocommit=True) as conn:
+        row = conn.execute("SELECT user_id, idempotency_key FROM tripchat.reply_stream").fetchone()
+    assert row is not None
+    yield TurnInFlight(trip, str(row[0]), str(row[1]))
+    sender.join(30)
+
+
+def attempt(
+    outcome: dict[str, Any], name: str, conn: psycopg.Connection[Any], work: Callable[[], object]
+) -> threading.Thread:
+    """`work` in a transaction of `conn`, in a thread, started: its result (or its error,
+    under "<name> error") lands in `outcome`."""
+
+    def run() -> None:
+        try:
+            outcome[name] = work()
+            conn.commit()
+        except (psycopg.Error, Conflict) as exc:
+            outcome[f"{name} error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("ending", ["finish", "stop"])
+def test_a_trip_deleted_as_its_reply_ends_does_not_deadlock(
+    ending: str, turn_in_flight: TurnInFlight, direct_url: str
+) -> None:
+    # The trip's deletion (its "Session" row locked first, then its streamed replies) and
+    # the reply's completion or stop (its row, then "Message", whose key checks the trip):
+    # neither may fail for the other.
+    turn = turn_in_flight
+    outcome: dict[str, Any] = {}
+    with psycopg.connect(direct_url) as deleting, psycopg.connect(direct_url) as finishing:
+        deleting.execute('SELECT 1 FROM "Session" WHERE "id" = %s FOR UPDATE', (turn.trip,))
+
+        def end() -> object:
+            if ending == "finish":
+                return reply_rows.finish_reply(
+                    finishing, user_id=turn.user_id, idempotency_key=turn.key, reply="Done."
+                )
+            stopped = reply_rows.stop_reply(finishing, "user_alice", turn.trip)
+            return None if not stopped.trip_found else stopped
+
+        finisher = attempt(outcome, "finished", finishing, end)
+        time.sleep(0.5)  # the completion is under way, waiting for the trip's lock
+        assert trip_rows.delete_trip_rows_of(deleting, "user_alice", turn.trip) is not None
+        deleting.commit()
+        finisher.join(10)
+    assert outcome == {"finished": None}  # the trip went first: nothing of it is left
+
+
+@pytest.mark.parametrize("finish", ["streamed", "sent"])
+def test_a_user_erased_as_their_reply_completes_does_not_deadlock(
+    finish: str, turn_in_flight: TurnInFlight, direct_url: str
+) -> None:
+    # The account's erasure (all its rows, children first) and a reply's completion at once,
+    # streamed (reply_rows) or not (message_rows, on the same turn).
+    turn = turn_in_flight
+    outcome: dict[str, Any] = {}
+    with (
+        psycopg.connect(direct_url) as holding,
+        psycopg.connect(direct_url) as erasing,
+        psycopg.connect(direct_url) as finishing,
+    ):
+        # Holds the erasure midway, as a slow statement would: at the trip's messages, or
+        # (for a sent reply, which locks its turn) at the streamed replies, before the turns.
+        if finish == "streamed":
+            holding.execute(
+                'SELECT 1 FROM "Message" WHERE "sessionId" = %s FOR UPDATE', (turn.trip,)
+            )
+        else:
+            holding.execute("SELECT 1 FROM tripchat.reply_stream FOR UPDATE")
+
+        def complete() -> object:
+            if finish == "streamed":
+                return reply_rows.finish_reply(
+                    finishing, user_id=turn.user_id, idempotency_key=turn.key, reply="Done."
+                )
+            return message_rows.finish_turn(
+                finishing,
+                user_id=turn.user_id,
+                idempotency_key=turn.key,
+                trip_id=turn.trip,
+                reply="Done.",
+            )
+
+        eraser = attempt(
+            outcome, "erased", erasing, lambda: user_rows.delete_user_rows(erasing, turn.user_id)
+        )
+        time.sleep(0.5)
+        finisher = attempt(outcome, "finished", finishing, complete)
+        time.sleep(0.5)
+        holding.commit()
+        eraser.join(10)
+        finisher.join(10)
+    # The erasure went first (the finisher waited for the trip): the reply finds nothing.
+    assert outcome.pop("erased")
+    if finish == "streamed":
+        assert outcome == {"finished": None}
+    else:
+        assert isinstance(outcome.get("finished error"), Conflict), outcome
+
+
+def test_a_follower_whose_client_left_stops_following(
+    api: Callable[[str], Client], backboard: BackboardStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A resume only listens: once its client is gone it has no reason to poll the reply to
+    # its end (a reloading page would leave one such follower per reload). The send itself
+    # goes on (test_a_client_that_leaves_does_not_stop_the_turn).
+    monkeypatch.setenv("DB_POOL_MAX_SIZE", "4")
+    config.reset_caches()
+    alice = api("user_alice")
+    trip = new_trip(alice)
+    backboard.stream_delay = 0.3
+    follower = InThreadStreamServer()  # the resume's container
+    with InThreadStreamServer() as url, follower as follower_url:
+        sender, sent = send_in_background(url, alice, trip, "word " * 30)
+        wait_for(lambda: messages(alice, trip)["pendingReplies"])
+        resume = f"{follower_url}/sessions/{trip}/messages/stream"
+        with httpx.stream("GET", resume, headers=headers(alice), timeout=30) as response:
+            for line in response.iter_lines():
+                if '"text-delta"' in line:
+                    break  # one piece of text, then hang up
+        wait_for(lambda: follower.requests_running == 0, seconds=3)
+        assert messages(alice, trip)["pendingReplies"]  # the reply still streams meanwhile
+        sender.join(30)
+    assert types(sent["chunks"])[-2:] == ["finish", "[DONE]"]
 
 
 def test_a_streamed_first_reply_titles_a_new_trip_and_a_broken_one_does_not(

@@ -4,6 +4,7 @@ read our stream and resume it, and assemble exactly the reply GET messages retur
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -35,17 +36,21 @@ def aisdk() -> Path:
             pytest.fail("CI must run the AI SDK tests: install Node.js 18+ and npm")
         pytest.skip("Node.js and npm are needed to run the AI SDK as the peer")
     INSTALLED.mkdir(parents=True, exist_ok=True)
-    for name in ("package.json", "package-lock.json", "client.mjs"):
-        shutil.copyfile(PEER / name, INSTALLED / name)
-    wanted = json.loads((PEER / "package.json").read_text())["dependencies"]["ai"]
-    marker = INSTALLED / "node_modules" / "ai" / "package.json"
-    if not marker.is_file() or json.loads(marker.read_text())["version"] != wanted:
-        subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-            cwd=INSTALLED,
-            check=True,
-            timeout=600,
-        )
+    # One xdist worker installs, the others wait: `npm ci` first deletes node_modules, under
+    # a peer another worker may be running (a fresh clone's first run has both at once).
+    with (INSTALLED / ".install.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for name in ("package.json", "package-lock.json", "client.mjs"):
+            shutil.copyfile(PEER / name, INSTALLED / name)
+        wanted = json.loads((PEER / "package.json").read_text())["dependencies"]["ai"]
+        marker = INSTALLED / "node_modules" / "ai" / "package.json"
+        if not marker.is_file() or json.loads(marker.read_text())["version"] != wanted:
+            subprocess.run(
+                [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+                cwd=INSTALLED,
+                check=True,
+                timeout=600,
+            )
     return INSTALLED
 
 
