@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import LiteralString
 
@@ -44,7 +45,9 @@ def list_trip_messages(
     order, condition, keys = page_clause(before, after)
     rows = fetch_records(
         conn,
-        'SELECT u."id" AS "ownerId", s."id" AS "tripId", p.pending, m.* FROM "User" u '
+        # pending as text: repeated on each row, parsed once (not once per message).
+        'SELECT u."id" AS "ownerId", s."id" AS "tripId", p.pending::text AS pending, m.* '
+        'FROM "User" u '
         'LEFT JOIN "Session" s ON s."id" = %s AND s."userId" = u."id" '
         f"LEFT JOIN LATERAL ({PENDING_REPLIES}) p ON true "
         "LEFT JOIN LATERAL ("
@@ -60,7 +63,7 @@ def list_trip_messages(
         str(rows[0]["ownerId"]),
         rows[0]["tripId"] is not None,
         messages if order == "ASC" else messages[::-1],
-        [PendingReply.model_validate(r) for r in rows[0]["pending"] or []],
+        [PendingReply.model_validate(r) for r in json.loads(rows[0]["pending"] or "[]")],
     )
 
 
