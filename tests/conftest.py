@@ -130,6 +130,42 @@ def clean_db(database_url: str, direct_url: str) -> Iterator[str]:
     config.reset_caches()
 
 
+class DatabaseOutage:
+    """The run's database going away as in a restart, and coming back."""
+
+    def __init__(self, database_url: str) -> None:
+        self.name = database_url.rsplit("/", 1)[1]
+
+    def start(self) -> None:
+        """New connections refused, and every open one of the backend's dropped."""
+        self._allow(False)
+
+    def end(self) -> None:
+        self._allow(True)
+
+    def _allow(self, allowed: bool) -> None:
+        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'ALTER DATABASE "{self.name}" ALLOW_CONNECTIONS {str(allowed).lower()}')
+            if not allowed:
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = %s AND application_name = 'tripchat'",
+                    (self.name,),
+                )
+
+
+@pytest.fixture
+def database_outage(clean_db: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[DatabaseOutage]:
+    """An outage to start and end at will (always ended afterwards), on a fresh pool whose
+    connection attempts give up after 1 s, so requests during it fail fast."""
+    monkeypatch.setenv("DB_CONNECT_TIMEOUT_SECONDS", "1")
+    config.reset_caches()
+    db.close_pool()
+    outage = DatabaseOutage(clean_db)
+    yield outage
+    outage.end()
+
+
 @pytest.fixture
 def admin_conn(direct_url: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
     """A direct connection to the run's database, outside the pool, to inspect and tamper."""

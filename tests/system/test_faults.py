@@ -21,39 +21,16 @@ from svix.webhooks import Webhook
 from dev.stack.apiclient import Client, Reply
 from dev.stack.apigw import LambdaContext, http_event, response_json
 from dev.stack.backboard_standin import BackboardStandIn
-from dev.tools.databases import ADMIN_URL
 from functions.clerk_webhook.app import lambda_handler as webhook_handler
-from shared import config
-from shared.store import db
-from tests.conftest import VIA_POOLER
+from tests.conftest import VIA_POOLER, DatabaseOutage
 
 Conn = psycopg.Connection[tuple[object, ...]]
 pytestmark = pytest.mark.fault
 
 
-def _set_connections_allowed(database_url: str, allowed: bool) -> None:
-    """An outage of the run's database: new connections refused and every open one dropped,
-    as a restart would; then back."""
-    name = database_url.rsplit("/", 1)[1]
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(allowed).lower()}')
-        if not allowed:
-            admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = %s AND application_name = 'tripchat'",
-                (name,),
-            )
-
-
 def test_database_outage_mid_stream(
-    api: Callable[[str], Client],
-    clean_db: str,
-    admin_conn: Conn,
-    monkeypatch: pytest.MonkeyPatch,
+    api: Callable[[str], Client], database_outage: DatabaseOutage, admin_conn: Conn
 ) -> None:
-    monkeypatch.setenv("DB_CONNECT_TIMEOUT_SECONDS", "1")
-    config.reset_caches()
-    db.close_pool()
     alice = api("user_alice")
     trip = alice.call("POST", "/sessions").body["id"]
     acknowledged: list[str] = []
@@ -62,10 +39,10 @@ def test_database_outage_mid_stream(
     # Each send during the outage waits out the 1 s connect timeout: a few of them show it.
     for i in range(45):
         if i == 20:
-            _set_connections_allowed(clean_db, False)
+            database_outage.start()
             phase = "outage"
         if i == 25:
-            _set_connections_allowed(clean_db, True)
+            database_outage.end()
             phase = "after"
         started = time.monotonic()
         send = alice.prepare(
@@ -263,17 +240,13 @@ def test_concurrent_sends_and_reads_under_load(
 
 def test_database_lost_after_the_reply_asks_backboard_once(
     api: Callable[[str], Client],
-    clean_db: str,
+    database_outage: DatabaseOutage,
     admin_conn: Conn,
     backboard: BackboardStandIn,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """PostgreSQL goes away while Backboard answers: the send is a 503, and a retry with the
     same key once it is back stores that reply at once (no 409 for the rest of the lease) and
     never asks Backboard a second time."""
-    monkeypatch.setenv("DB_CONNECT_TIMEOUT_SECONDS", "1")
-    config.reset_caches()
-    db.close_pool()
     alice = api("user_alice")
     trip = alice.call("POST", "/sessions").body["id"]
     send = alice.prepare(
@@ -288,9 +261,9 @@ def test_database_lost_after_the_reply_asks_backboard_once(
     sender = threading.Thread(target=lambda: replies.append(send()))
     sender.start()
     time.sleep(0.2)  # the user's message is stored, Backboard is answering
-    _set_connections_allowed(clean_db, False)
+    database_outage.start()
     sender.join()
-    _set_connections_allowed(clean_db, True)
+    database_outage.end()
     assert replies[0].status == 503, replies[0].body
     retry = send()
     deadline = time.monotonic() + 10

@@ -25,7 +25,8 @@ from dev.stack.token_issuer import LocalIssuer
 from shared import config
 from shared.errors import Conflict
 from shared.gateways.backboard import reset_backboard
-from shared.store import db, message_rows, reply_rows, trip_rows, user_rows
+from shared.store import message_rows, reply_rows, trip_rows, user_rows
+from tests.conftest import VIA_POOLER, DatabaseOutage
 
 Chunks = list[Any]
 
@@ -464,17 +465,10 @@ def test_a_database_outage_mid_reply_ends_the_resumed_stream_with_an_error(
     stream_url: str,
     api: Callable[[str], Client],
     backboard: BackboardStandIn,
-    clean_db: str,
-    monkeypatch: pytest.MonkeyPatch,
+    database_outage: DatabaseOutage,
 ) -> None:
     # Once a stream is open, a failure arrives as its `error` chunk, for a follower too: not
     # a connection cut without the stream's end.
-    from tests.conftest import VIA_POOLER
-    from tests.system.test_faults import _set_connections_allowed
-
-    monkeypatch.setenv("DB_CONNECT_TIMEOUT_SECONDS", "1")
-    config.reset_caches()
-    db.close_pool()
     alice = api("user_alice")
     trip = new_trip(alice)
     backboard.stream_delay = 0.3
@@ -492,11 +486,11 @@ def test_a_database_outage_mid_reply_ends_the_resumed_stream_with_an_error(
     follower = threading.Thread(target=follow)
     follower.start()
     time.sleep(0.5)
-    _set_connections_allowed(clean_db, False)
+    database_outage.start()
     try:
         follower.join(15)
     finally:
-        _set_connections_allowed(clean_db, True)
+        database_outage.end()
     sender.join(30)
     assert "error" not in followed, followed
     assert types(followed["chunks"])[-1] == "[DONE]"
