@@ -58,11 +58,6 @@ def fetch_one(
         return cur.execute(query, params).fetchone()
 
 
-def fetch_all(conn: Connection, row: type[R], query: LiteralString, params: Params = ()) -> list[R]:
-    with conn.cursor(row_factory=class_row(row)) as cur:
-        return cur.execute(query, params).fetchall()
-
-
 def returning(conn: Connection, row: type[R], query: LiteralString, params: Params = ()) -> R:
     """The row of an INSERT/UPDATE ... RETURNING that always yields one."""
     found = fetch_one(conn, row, query, params)
