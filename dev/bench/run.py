@@ -56,7 +56,7 @@ class Scale:
 
 
 FULL = Scale(400, 50, 1_000, 1_000_000, 10_000, 9, 4, 150)
-SMOKE = Scale(20, 5, 200, 2_000, 200, 2, 2, 10)
+SMOKE = Scale(20, 5, 200, 2_000, 200, 1, 2, 10)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -546,13 +546,12 @@ def build_artifact(target: Path) -> Path:
     from dev.tools import package
 
     architecture = "arm64" if platform.machine() in {"aarch64", "arm64"} else "x86_64"
-    package.build_layer(target / "opt", architecture=architecture)
+    package.build_layer(target / "opt", architecture=architecture, cache=package.CACHE)
     for function in FUNCTIONS:
         package.build_function(REPO / "functions" / function, target / function)
     runtime = target / "runtime"
-    if not (runtime / "boto3").is_dir():
-        package.pip_install(runtime, "boto3")  # this machine's platform
-        package.compile_bytecode(runtime, "/var/runtime")
+    if not (runtime / "boto3").is_dir():  # this machine's platform
+        package.install_site(runtime, "/var/runtime", ["boto3"], package.CACHE)
     return target
 
 

@@ -150,3 +150,28 @@ def test_defaults_fill_id_created_at_and_title(clean_db: str, admin_conn: Conn) 
 
 def test_fresh_schema_matches_the_snapshot(clean_db: str, admin_conn: Conn) -> None:
     assert migrations.verify(admin_conn) == []
+
+
+def test_clean_db_empties_every_table_children_first(clean_db: str, admin_conn: Conn) -> None:
+    from tests.conftest import EVERY_TABLE_CHILDREN_FIRST
+
+    rows = admin_conn.execute(
+        "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), n.nspname, c.relname"
+        " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE c.relkind = 'r' AND n.nspname IN ('public', 'tripchat')"
+    ).fetchall()
+    tables = {
+        str(name).removeprefix("public.")
+        for name, schema, table in rows
+        if f"{schema}.{table}" not in migrations.IGNORED_TABLES
+    }
+    assert set(EVERY_TABLE_CHILDREN_FIRST) == tables
+    position = {name: i for i, name in enumerate(EVERY_TABLE_CHILDREN_FIRST)}
+    references = admin_conn.execute(
+        "SELECT conrelid::regclass::text, confrelid::regclass::text FROM pg_constraint"
+        " WHERE contype = 'f'"
+    ).fetchall()
+    assert references
+    for child, parent in references:
+        if child != parent:
+            assert position[str(child)] < position[str(parent)], (child, parent)
