@@ -56,13 +56,15 @@ def test_existing_user_is_returned_unchanged_without_backboard(
 
 @pytest.mark.parametrize(
     ("status", "delay", "retryable"),
-    [(500, 0.0, True), (503, 0.0, True), (429, 0.0, True), (None, 3.0, True), (400, 0.0, False)],
+    # The timeout: a 0.3 s bound (short_backboard_timeout) against a 1 s answer.
+    [(500, 0.0, True), (503, 0.0, True), (429, 0.0, True), (None, 1.0, True), (400, 0.0, False)],
     ids=["500", "503", "429", "timeout", "400"],
 )
 def test_failed_assistant_creation_writes_nothing_and_a_retry_succeeds(
     clean_db: str,
     admin_conn: Conn,
     backboard: BackboardStandIn,
+    short_backboard_timeout: float,
     status: int | None,
     delay: float,
     retryable: bool,
@@ -78,7 +80,9 @@ def test_failed_assistant_creation_writes_nothing_and_a_retry_succeeds(
     if status is not None:
         assert backboard.assistants() == {}
     else:  # the timed-out creation lands at Backboard after we gave up on it
-        time.sleep(delay)
+        deadline = time.monotonic() + delay + 5
+        while not backboard.assistants() and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert len(backboard.assistants()) == 1
     user = users.ensure_user_exists("user_fail", "f@example.test", None)
     assert _user_rows(admin_conn, "user_fail")[0][1] == user.assistant_id
