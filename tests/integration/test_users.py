@@ -165,7 +165,11 @@ def test_concurrent_first_calls_in_processes_make_one_user(
 ) -> None:
     backboard.inject("create_assistant", delay=0.3, times=None)
     args = [(clean_db, backboard.base_url, backboard.api_key, i) for i in range(20)]
-    with multiprocessing.get_context("spawn").Pool(8) as pool:
+    # Separate processes, each with its own pool and gateway (made on first use, after the
+    # fork). forkserver: the imports are paid once, in the server, not in each of the 8.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    with context.Pool(8) as pool:
         results = pool.map(_process_first_request, args)
     rows = _user_rows(admin_conn, "user_proc")
     assert len(rows) == 1
