@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import LiteralString
+
+from pydantic import TypeAdapter
 
 from shared.errors import Conflict
 from shared.models import Message, Role, Trip
@@ -58,13 +59,19 @@ def list_trip_messages(
     )
     if not rows:
         return TripMessages(None, False, [])
-    messages = [Message.model_validate(row) for row in rows if row["id"] is not None]
+    # One validation call for the page, not one per row.
+    messages = _MESSAGES.validate_python([row for row in rows if row["id"] is not None])
+    pending = rows[0]["pending"]
     return TripMessages(
         str(rows[0]["ownerId"]),
         rows[0]["tripId"] is not None,
         messages if order == "ASC" else messages[::-1],
-        [PendingReply.model_validate(r) for r in json.loads(rows[0]["pending"] or "[]")],
+        _PENDING.validate_json(pending) if pending else [],
     )
+
+
+_MESSAGES = TypeAdapter(list[Message])
+_PENDING = TypeAdapter(list[PendingReply])
 
 
 @dataclass(frozen=True)
