@@ -20,7 +20,7 @@ from shared.store.common import (
     take_slot,
 )
 from shared.store.db import Connection
-from shared.store.reply_rows import PENDING_REPLIES, PendingReply
+from shared.store.reply_rows import PendingReply
 
 
 @dataclass(frozen=True)
@@ -46,11 +46,12 @@ def list_trip_messages(
     order, condition, keys = page_clause(before, after)
     rows = fetch_records(
         conn,
-        # pending as text: repeated on each row, parsed once (not once per message).
-        'SELECT u."id" AS "ownerId", s."id" AS "tripId", p.pending::text AS pending, m.* '
+        # pending: JSON text, repeated on each row, parsed once (not once per message).
+        'SELECT u."id" AS "ownerId", s."id" AS "tripId", p.pending, m.* '
         'FROM "User" u '
         'LEFT JOIN "Session" s ON s."id" = %s AND s."userId" = u."id" '
-        f"LEFT JOIN LATERAL ({PENDING_REPLIES}) p ON true "
+        # A function (sql/0008) whose plan the server keeps, not a subquery planned each time.
+        'LEFT JOIN LATERAL tripchat.pending_replies(s."id") p(pending) ON true '
         "LEFT JOIN LATERAL ("
         f' SELECT {MESSAGE_COLUMNS} FROM "Message" WHERE "sessionId" = s."id" {condition}'
         f' ORDER BY "createdAt" {order}, "id" {order} LIMIT %s'
