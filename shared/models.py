@@ -46,12 +46,7 @@ class Trip(Row):
     created_at: UtcDatetime
 
 
-class Message(Row):
-    id: str
-    role: Role
-    content: str
-    trip_id: str = Field(alias="sessionId")
-    created_at: UtcDatetime
+# Message, a "Message" row, is defined below with MessageOut, the API's shape it extends.
 
 
 # API shapes: what the sessions and messages functions accept and return (camelCase JSON).
@@ -204,6 +199,20 @@ class MessageOut(ApiModel):
         return cls.model_construct(
             id=message.id, role=message.role, content=message.content, created_at=message.created_at
         )
+
+
+class Message(MessageOut):
+    """A stored message (a "Message" row): what the API shows of it, plus its trip.
+
+    A subclass of MessageOut so that a page of stored messages goes into MessagePage as it
+    is: pydantic takes an instance of a field's model class without validating it again and
+    serializes it as that class (MessageOut's fields: trip_id is never sent). Building a
+    MessageOut per message cost a page of 50 more than its JSON did."""
+
+    # Rows carry other columns too (the page statement's owner and trip); ApiModel forbids
+    # extra keys for request bodies, which a row is not.
+    model_config = ConfigDict(extra="ignore")
+    trip_id: str = Field(alias="sessionId")
 
 
 class MessagePage(ApiModel):

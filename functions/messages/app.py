@@ -41,12 +41,16 @@ def list_messages(
     limit: Annotated[int, Query(ge=1, le=200, description="Page size")] = 50,
     before: Cursor = None,
     after: Cursor = None,
-) -> MessagePage:
+) -> Response[str]:
     before_key, after_key = pages.message_positions(before, after)
     window = chat.list_messages(
         request_viewer(app), id, limit=limit, before=before_key, after=after_key
     )
-    return pages.message_page(window)
+    # Serialized once, by pydantic, to the bytes the resolver would produce (ASCII, no
+    # spaces); returning the model would have it validated, dumped to dicts and dumped again.
+    # The documented response (MessagePage) is the OpenAPI description, not this annotation.
+    body = pages.message_page(window).model_dump_json(by_alias=True, ensure_ascii=True)
+    return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=body)
 
 
 @app.post(

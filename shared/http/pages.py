@@ -19,7 +19,6 @@ from shared.http.cursors import (
 from shared.models import (
     MemoryOut,
     MemoryPage,
-    MessageOut,
     MessagePage,
     PendingReplyOut,
     SearchHitOut,
@@ -54,7 +53,8 @@ def message_page(window: MessageWindow) -> MessagePage:
     messages = window.messages
     first, last = (messages[0], messages[-1]) if messages else (None, None)
     return MessagePage(
-        messages=[MessageOut.of(message) for message in messages],
+        # Each Message is a MessageOut (see shared.models.Message): taken as it is.
+        messages=messages,
         older_cursor=encode_cursor(first.created_at, first.id) if first and window.older else None,
         newer_cursor=encode_cursor(last.created_at, last.id) if last else None,
         pending_replies=[

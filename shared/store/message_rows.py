@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import LiteralString
+
+from pydantic import TypeAdapter
 
 from shared.errors import Conflict
 from shared.models import Message, Role, Trip
@@ -19,7 +20,7 @@ from shared.store.common import (
     take_slot,
 )
 from shared.store.db import Connection
-from shared.store.reply_rows import PENDING_REPLIES, PendingReply
+from shared.store.reply_rows import PendingReply
 
 
 @dataclass(frozen=True)
@@ -45,11 +46,12 @@ def list_trip_messages(
     order, condition, keys = page_clause(before, after)
     rows = fetch_records(
         conn,
-        # pending as text: repeated on each row, parsed once (not once per message).
-        'SELECT u."id" AS "ownerId", s."id" AS "tripId", p.pending::text AS pending, m.* '
+        # pending: JSON text, repeated on each row, parsed once (not once per message).
+        'SELECT u."id" AS "ownerId", s."id" AS "tripId", p.pending, m.* '
         'FROM "User" u '
         'LEFT JOIN "Session" s ON s."id" = %s AND s."userId" = u."id" '
-        f"LEFT JOIN LATERAL ({PENDING_REPLIES}) p ON true "
+        # A function (sql/0008) whose plan the server keeps, not a subquery planned each time.
+        'LEFT JOIN LATERAL tripchat.pending_replies(s."id") p(pending) ON true '
         "LEFT JOIN LATERAL ("
         f' SELECT {MESSAGE_COLUMNS} FROM "Message" WHERE "sessionId" = s."id" {condition}'
         f' ORDER BY "createdAt" {order}, "id" {order} LIMIT %s'
@@ -58,13 +60,19 @@ def list_trip_messages(
     )
     if not rows:
         return TripMessages(None, False, [])
-    messages = [Message.model_validate(row) for row in rows if row["id"] is not None]
+    # One validation call for the page, not one per row.
+    messages = _MESSAGES.validate_python([row for row in rows if row["id"] is not None])
+    pending = rows[0]["pending"]
     return TripMessages(
         str(rows[0]["ownerId"]),
         rows[0]["tripId"] is not None,
         messages if order == "ASC" else messages[::-1],
-        [PendingReply.model_validate(r) for r in json.loads(rows[0]["pending"] or "[]")],
+        _PENDING.validate_json(pending) if pending else [],
     )
+
+
+_MESSAGES = TypeAdapter(list[Message])
+_PENDING = TypeAdapter(list[PendingReply])
 
 
 @dataclass(frozen=True)

@@ -189,7 +189,8 @@ def status(
 
 def describe_schema(conn: psycopg.Connection[Any]) -> dict[str, Any]:
     """The live schema of the managed schemas as plain data: per table, its columns (type,
-    nullability, default), constraints (definition) and indexes (definition)."""
+    nullability, default), constraints (definition) and indexes (definition); and the
+    functions of our own schema."""
     tables: dict[str, Any] = {}
     for schema, table in conn.execute(
         "SELECT table_schema, table_name FROM information_schema.tables "
@@ -230,7 +231,32 @@ def describe_schema(conn: psycopg.Connection[Any]) -> dict[str, Any]:
     ):
         if (key := f"{schema}.{table}") in tables:
             tables[key]["indexes"][name] = definition
-    return {"tables": tables}
+    return {"tables": tables, "functions": _describe_functions(conn)}
+
+
+def _describe_functions(conn: psycopg.Connection[Any]) -> dict[str, Any]:
+    """The functions of our own schema (the public one is Prisma's and its users'), by
+    signature: what they return, how they are declared, and their body's hash (the body is
+    stored as written, so the hash is the same on every PostgreSQL version)."""
+    functions: dict[str, Any] = {}
+    for name, arguments, returns, language, volatility, strict, body in conn.execute(
+        "SELECT p.proname, pg_get_function_identity_arguments(p.oid), "
+        " pg_get_function_result(p.oid), l.lanname, p.provolatile, p.proisstrict, p.prosrc "
+        "FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+        "JOIN pg_language l ON l.oid = p.prolang WHERE n.nspname = %s "
+        # An extension's own functions (installed into this schema) are not ours.
+        "AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass "
+        " AND d.objid = p.oid AND d.deptype = 'e')",
+        (TRACKING_SCHEMA,),
+    ):
+        functions[f"{TRACKING_SCHEMA}.{name}({arguments})"] = {
+            "returns": returns,
+            "language": language,
+            "volatility": {"i": "immutable", "s": "stable", "v": "volatile"}[volatility],
+            "strict": strict,
+            "body_sha256": hashlib.sha256(body.encode()).hexdigest(),
+        }
+    return functions
 
 
 def load_expected(directory: Path | None = None) -> dict[str, Any]:
@@ -270,6 +296,24 @@ def diff_schema(expected: dict[str, Any], actual: dict[str, Any]) -> list[str]:
                         f"{table}: {noun} {name} differs: expected {exp[kind][name]!r}, "
                         f"found {act[kind][name]!r}"
                     )
+    # Snapshots written before functions were described have none.
+    return problems + _diff_functions(expected.get("functions", {}), actual.get("functions", {}))
+
+
+def _diff_functions(exp_functions: dict[str, Any], act_functions: dict[str, Any]) -> list[str]:
+    problems: list[str] = []
+    for function in sorted(exp_functions.keys() - act_functions.keys()):
+        problems.append(f"missing function {function}")
+    for function in sorted(act_functions.keys() - exp_functions.keys()):
+        problems.append(f"unexpected function {function}")
+    for function in sorted(exp_functions.keys() & act_functions.keys()):
+        exp_function, act_function = exp_functions[function], act_functions[function]
+        for aspect in sorted(exp_function.keys() | act_function.keys()):
+            if exp_function.get(aspect) != act_function.get(aspect):
+                problems.append(
+                    f"function {function}: {aspect} differs: expected "
+                    f"{exp_function.get(aspect)!r}, found {act_function.get(aspect)!r}"
+                )
     return problems
 
 

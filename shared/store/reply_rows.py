@@ -21,7 +21,8 @@ from shared.store.db import Connection
 ReplyStatus = Literal["streaming", "failed", "stopped", "completed"]
 
 # The row's status as readers must see it: 'streaming' only while a live request holds the
-# turn (its lease runs); an expired lease means the writer died mid-reply.
+# turn (its lease runs); an expired lease means the writer died mid-reply. The function
+# tripchat.pending_replies (sql/0008) applies the same rule.
 _SEEN_STATUS: LiteralString = (
     "CASE WHEN r.status = 'streaming' AND (t.lease_until IS NULL OR t.lease_until <= now()) "
     "THEN 'failed' ELSE r.status END"
@@ -136,22 +137,9 @@ def fail_reply(
     return status
 
 
-# A LATERAL subquery for statements that read a trip `s`: its unfinished replies as one JSON
-# array, the newest ten at most, so a page of messages shows them in the same round trip.
-PENDING_REPLIES: LiteralString = (
-    "SELECT coalesce(json_agg(p ORDER BY p.started_at DESC), '[]') AS pending FROM ("
-    " SELECT r.user_message_id, r.assistant_message_id, r.content, r.updated_at, r.started_at, "
-    f" {_SEEN_STATUS} AS status "
-    " FROM tripchat.reply_stream r JOIN tripchat.message_turn t ON t.user_id = r.user_id "
-    " AND t.idempotency_key = r.idempotency_key "
-    " WHERE r.session_id = s.\"id\" AND r.status <> 'stopped' "
-    " ORDER BY r.started_at DESC LIMIT 10"
-    ") p"
-)
-
-
 class PendingReply(BaseModel):
-    """An unfinished reply as PENDING_REPLIES lists it."""
+    """An unfinished reply as tripchat.pending_replies (sql/0008) lists it, with _SEEN_STATUS's
+    rule: a change of that rule goes into the function too, by a new migration."""
 
     model_config = ConfigDict(frozen=True)
     user_message_id: str

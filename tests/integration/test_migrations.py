@@ -153,6 +153,10 @@ def test_verify_reports_every_kind_of_drift(
     conn.execute('DROP INDEX "Message_sessionId_createdAt_id_idx"')
     conn.execute('ALTER TABLE "Message" DROP CONSTRAINT "Message_role_check"')
     conn.execute("CREATE TABLE public.stray (x int)")
+    conn.execute(
+        "CREATE OR REPLACE FUNCTION tripchat.pending_replies(trip_id TEXT) RETURNS TEXT "
+        "LANGUAGE plpgsql STABLE STRICT AS $$ BEGIN RETURN '[]'; END $$"
+    )
     drift = migrations.verify(conn, sql_copy)
     joined = "\n".join(drift)
     assert "public.User: unexpected column nickname" in joined
@@ -161,7 +165,8 @@ def test_verify_reports_every_kind_of_drift(
     assert "public.Message: missing index Message_sessionId_createdAt_id_idx" in joined
     assert "public.Message: missing constraint Message_role_check" in joined
     assert "unexpected table public.stray" in joined
-    assert len(drift) == 6
+    assert "function tripchat.pending_replies(trip_id text): body_sha256 differs" in joined
+    assert len(drift) == 7
 
 
 def _cli(*args: str, database_url: str) -> subprocess.CompletedProcess[str]:

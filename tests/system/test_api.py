@@ -82,6 +82,8 @@ def test_full_trip_flow(
     # Page backwards from the latest, then forwards from the start.
     page = alice.call("GET", f"/sessions/{trip['id']}/messages", query={"limit": "4"})
     assert [m["id"] for m in page.body["messages"]] == sent[-4:]
+    # The API's fields only: a stored message's trip (shared.models.Message) is not sent.
+    assert all(set(m) == {"id", "role", "content", "createdAt"} for m in page.body["messages"])
     collected = [m["id"] for m in page.body["messages"]]
     while page.body["olderCursor"]:
         page = alice.call(

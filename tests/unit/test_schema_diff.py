@@ -40,3 +40,24 @@ def test_each_kind_of_drift_inside_a_table_is_named() -> None:
     assert "public.Session: unexpected column note" in problems
     assert any(p.startswith(f"public.Session: index {index} differs: expected ") for p in problems)
     assert len(problems) == 3
+
+
+def test_function_drift_is_named() -> None:
+    actual = copy.deepcopy(EXPECTED)
+    name, function = next(iter(actual["functions"].items()))
+    function["body_sha256"] = "0" * 64
+    actual["functions"]["tripchat.stray()"] = dict(function)
+    problems = diff_schema(EXPECTED, actual)
+    assert problems[0] == "unexpected function tripchat.stray()"
+    assert problems[1].startswith(f"function {name}: body_sha256 differs: expected ")
+    assert len(problems) == 2
+    del actual["functions"][name]
+    assert f"missing function {name}" in diff_schema(EXPECTED, actual)
+
+
+def test_a_snapshot_without_functions_reads_as_none() -> None:
+    older = {"tables": EXPECTED["tables"]}
+    assert diff_schema(older, copy.deepcopy(older)) == []
+    assert diff_schema(older, EXPECTED) == [
+        f"unexpected function {name}" for name in sorted(EXPECTED["functions"])
+    ]
