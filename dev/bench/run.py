@@ -8,7 +8,8 @@ B2 round trips: libpq protocol trace of one request per route (statements and pi
 B3 scale: a 50-message page and a search for a selective term at small vs large Message
    tables (1,000 vs 1,000,000 rows); the trip list at 10 vs 10,000.
 B4 cold start on python3.13 from the deployment artifact (the same recipe, this machine's wheels):
-   importing each function vs only Powertools' Logger and psycopg, and the first request's setup.
+   importing each function vs only Powertools' Logger and psycopg, and the first request's setup;
+   and the floor: the libraries DESIGN.md requires (validating resolver, PyJWT, ...) alone.
 B5 concurrency: K processes, each a warm container with its own pool, against one database.
 B6 streaming: through the stream function (uvicorn, the real SDK streaming from the stand-in),
    the time from the stand-in sending a piece to our text-delta carrying it reaching the client
@@ -484,6 +485,18 @@ def _search_plan(bench: Bench) -> str:
 
 FUNCTIONS = ("clerk_webhook", "sessions", "messages", "me", "migrate")
 BASELINE = "from aws_lambda_powertools import Logger; import psycopg"
+# The floor under B4's goal: the libraries DESIGN.md requires, with no line of ours. Every API
+# route goes through Powertools' validating resolver (pydantic) and a Clerk token through PyJWT
+# (cryptography for RS256); the webhook verifies with standardwebhooks instead of a token.
+_REQUIRED = (
+    BASELINE + "; import psycopg_pool; from aws_lambda_powertools import Metrics"
+    "; from aws_lambda_powertools.event_handler import APIGatewayHttpResolver"
+    "; APIGatewayHttpResolver(enable_validation=True)"
+)
+REQUIRED_STACKS = {
+    "api (sessions, messages, me)": _REQUIRED + "; import jwt",
+    "webhook": _REQUIRED + "; import standardwebhooks",
+}
 # A cold start in one process: the function's import (Lambda's init), then what its first
 # request sets up: the Secrets Manager client and a secret, the pool and its first statement,
 # the JWKS fetch and a token's verification.
@@ -643,6 +656,7 @@ def b4(bench: Bench, out: Path) -> dict[str, Any]:
                     step: round(statistics.median(run[i][0] for run in first), 1)
                     for i, step in enumerate(FIRST_REQUEST_STEPS[: FIRST_REQUEST[function]])
                 }
+        result["required_stack"] = _required_stacks(python, layer, env, bench.scale.cold_runs)
     finally:
         clerk.stop()
         secrets.stop()
@@ -654,6 +668,27 @@ def b4(bench: Bench, out: Path) -> dict[str, Any]:
         for function in ("clerk_webhook", "messages")
     }
     return result
+
+
+def _required_stacks(
+    python: str, layer: list[Path], env: dict[str, str], runs: int
+) -> dict[str, dict[str, float]]:
+    """Each required stack's import against the bare baseline, interleaved: the lowest ratio
+    any function built on that stack can reach."""
+    timings: dict[str, list[float]] = {name: [] for name in ("baseline", *REQUIRED_STACKS)}
+    for _ in range(runs):
+        timings["baseline"].append(_cold_start(python, layer, BASELINE, env)[0][0])
+        for name, statement in REQUIRED_STACKS.items():
+            timings[name].append(_cold_start(python, layer, statement, env)[0][0])
+    base = statistics.median(timings.pop("baseline"))
+    return {
+        name: {
+            "import_ms_p50": round(statistics.median(wall), 1),
+            "baseline_ms_p50": round(base, 1),
+            "ratio_p50": round(statistics.median(wall) / base, 2),
+        }
+        for name, wall in timings.items()
+    }
 
 
 def dominant_imports(python: str, paths: list[Path], top: int = 8) -> list[str]:
@@ -929,6 +964,12 @@ def _b4_lines(b4: dict[str, Any], lines: list[str]) -> None:
             f"vs {r['baseline_ms_p50']} ms bare → **ratio {r['ratio_p50']}**; CPU "
             f"{r['import_cpu_ms_p50']} vs {r['baseline_cpu_ms_p50']} ms → {r['cpu_ratio_p50']} "
             "| ≤ 1.5 |"
+        )
+    for stack, r in b4["required_stack"].items():
+        lines.append(
+            f"| B4 floor: the required libraries alone, {stack} (no project code) | "
+            f"{r['import_ms_p50']} vs {r['baseline_ms_p50']} ms bare → **ratio {r['ratio_p50']}**"
+            " | |"
         )
     for function in FUNCTIONS:
         steps = b4[function].get("first_request_ms_p50")

@@ -39,6 +39,10 @@ def _check_b4(figures: dict[str, Any]) -> None:
     for function in ("clerk_webhook", "sessions", "messages", "me", "migrate"):
         assert b4[function]["import_ms_p50"] > 0, function
     assert b4["layer_mb"] > 0
+    # The floor is measured for both kinds of function, each against its own baseline runs.
+    assert set(b4["required_stack"]) == {"api (sessions, messages, me)", "webhook"}
+    for stack in b4["required_stack"].values():
+        assert stack["import_ms_p50"] > 0 and stack["baseline_ms_p50"] > 0
 
 
 def _check_b5(figures: dict[str, Any]) -> None:
