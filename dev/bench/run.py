@@ -493,9 +493,13 @@ _REQUIRED = (
     "; from aws_lambda_powertools.event_handler import APIGatewayHttpResolver"
     "; APIGatewayHttpResolver(enable_validation=True)"
 )
-REQUIRED_STACKS = {
-    "api (sessions, messages, me)": _REQUIRED + "; import jwt",
-    "webhook": _REQUIRED + "; import standardwebhooks",
+_API_FLOOR = _REQUIRED + "; import jwt"
+# Each function's floor (migrate needs nothing beyond the baseline's libraries).
+FLOOR = {
+    "clerk_webhook": _REQUIRED + "; import standardwebhooks",
+    "sessions": _API_FLOOR,
+    "messages": _API_FLOOR,
+    "me": _API_FLOOR,
 }
 # A cold start in one process: the function's import (Lambda's init), then what its first
 # request sets up: the Secrets Manager client and a secret, the pool and its first statement,
@@ -629,9 +633,11 @@ def b4(bench: Bench, out: Path) -> dict[str, Any]:
     result: dict[str, Any] = {"python": python}
     try:
         for function in FUNCTIONS:
-            base, fn, first = [], [], []
-            for _ in range(bench.scale.cold_runs):  # interleaved: noise hits both sides alike
+            base, floor, fn, first = [], [], [], []
+            for _ in range(bench.scale.cold_runs):  # interleaved: noise hits every side alike
                 base.append(_cold_start(python, layer, BASELINE, env)[0])
+                if function in FLOOR:
+                    floor.append(_cold_start(python, layer, FLOOR[function], env)[0][0])
                 steps = _cold_start(
                     python,
                     [artifact / function, *layer],
@@ -651,12 +657,18 @@ def b4(bench: Bench, out: Path) -> dict[str, Any]:
                 "baseline_cpu_ms_p50": round(base_cpu, 1),
                 "cpu_ratio_p50": round(cpu / base_cpu, 2),
             }
+            if floor:
+                floor_wall = statistics.median(floor)
+                result[function]["floor"] = {
+                    "import_ms_p50": round(floor_wall, 1),
+                    "ratio_p50": round(floor_wall / base_wall, 2),
+                    "function_to_floor_p50": round(wall / floor_wall, 2),
+                }
             if FIRST_REQUEST[function]:
                 result[function]["first_request_ms_p50"] = {
                     step: round(statistics.median(run[i][0] for run in first), 1)
                     for i, step in enumerate(FIRST_REQUEST_STEPS[: FIRST_REQUEST[function]])
                 }
-        result["required_stack"] = _required_stacks(python, layer, env, bench.scale.cold_runs)
     finally:
         clerk.stop()
         secrets.stop()
@@ -668,27 +680,6 @@ def b4(bench: Bench, out: Path) -> dict[str, Any]:
         for function in ("clerk_webhook", "messages")
     }
     return result
-
-
-def _required_stacks(
-    python: str, layer: list[Path], env: dict[str, str], runs: int
-) -> dict[str, dict[str, float]]:
-    """Each required stack's import against the bare baseline, interleaved: the lowest ratio
-    any function built on that stack can reach."""
-    timings: dict[str, list[float]] = {name: [] for name in ("baseline", *REQUIRED_STACKS)}
-    for _ in range(runs):
-        timings["baseline"].append(_cold_start(python, layer, BASELINE, env)[0][0])
-        for name, statement in REQUIRED_STACKS.items():
-            timings[name].append(_cold_start(python, layer, statement, env)[0][0])
-    base = statistics.median(timings.pop("baseline"))
-    return {
-        name: {
-            "import_ms_p50": round(statistics.median(wall), 1),
-            "baseline_ms_p50": round(base, 1),
-            "ratio_p50": round(statistics.median(wall) / base, 2),
-        }
-        for name, wall in timings.items()
-    }
 
 
 def dominant_imports(python: str, paths: list[Path], top: int = 8) -> list[str]:
@@ -965,12 +956,14 @@ def _b4_lines(b4: dict[str, Any], lines: list[str]) -> None:
             f"{r['import_cpu_ms_p50']} vs {r['baseline_cpu_ms_p50']} ms → {r['cpu_ratio_p50']} "
             "| ≤ 1.5 |"
         )
-    for stack, r in b4["required_stack"].items():
-        lines.append(
-            f"| B4 floor: the required libraries alone, {stack} (no project code) | "
-            f"{r['import_ms_p50']} vs {r['baseline_ms_p50']} ms bare → **ratio {r['ratio_p50']}**"
-            " | |"
-        )
+    for function in FUNCTIONS:
+        floor = b4[function].get("floor")
+        if floor:
+            lines.append(
+                f"| B4 floor `{function}`: the libraries it requires, alone (no project code) | "
+                f"{floor['import_ms_p50']} ms → **ratio {floor['ratio_p50']}** to bare; the "
+                f"function is **{floor['function_to_floor_p50']}x its floor** | |"
+            )
     for function in FUNCTIONS:
         steps = b4[function].get("first_request_ms_p50")
         if steps:
