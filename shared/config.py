@@ -2,8 +2,10 @@
 
 Every secret setting FOO can be given either as the plain environment variable FOO (local
 development, tests) or as FOO_SECRET_ARN naming an AWS Secrets Manager secret (deployed). The
-secret is fetched on first use through Powertools Parameters and cached for
-SECRETS_MAX_AGE_SECONDS, so a rotated secret is picked up without a redeploy.
+secret is fetched on first use through Powertools Parameters, or, where the function carries
+the AWS Parameters and Secrets Lambda Extension (PARAMETERS_SECRETS_EXTENSION_HTTP_PORT set),
+from that extension over localhost; either way it is cached for SECRETS_MAX_AGE_SECONDS, so a
+rotated secret is picked up without a redeploy.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import time
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
@@ -28,6 +31,12 @@ DATABASE_SECRET_VARIABLE = "DATABASE_SECRET_ARN"  # noqa: S105 (a variable name)
 # RDS Proxy: the request path connects here with the secret's credentials; migrations keep
 # the secret's own (direct) host.
 DATABASE_PROXY_VARIABLE = "DATABASE_PROXY_ENDPOINT"
+# Set (by the template) when the function carries AWS's Parameters and Secrets extension: its
+# port on localhost. The extension fetches and caches in its own process, so the function never
+# imports boto3 or builds a Secrets Manager client (most of a cold first request's setup).
+SECRETS_EXTENSION_PORT_VARIABLE = "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT"
+SECRETS_EXTENSION_TIMEOUT_SECONDS = 5.0
+_extension_cache: dict[str, tuple[float, str]] = {}
 # Connection-string parameters only Prisma understands (copied pooled URLs carry them);
 # libpq refuses unknown ones, so they are dropped.
 PRISMA_ONLY_PARAMETERS = frozenset(
@@ -137,6 +146,9 @@ def secret(name: str) -> str | None:
 
 
 def _fetch_secret_string(arn: str) -> str:
+    port = os.environ.get(SECRETS_EXTENSION_PORT_VARIABLE)
+    if port:
+        return _secret_from_extension(arn, port)
     # Imported here: boto3 costs cold-start time and most invocations never need it.
     from aws_lambda_powertools.utilities import parameters
 
@@ -146,6 +158,33 @@ def _fetch_secret_string(arn: str) -> str:
         # The ARN is configuration, not a secret: naming it helps the operator.
         raise ConfigurationError(f"Could not read the secret {arn}: {exc}") from exc
     return str(value)
+
+
+def _secret_from_extension(arn: str, port: str) -> str:
+    """GET /secretsmanager/get on the extension, authenticated by the invocation's session
+    token as the extension requires; cached here too, for as long as Powertools would."""
+    cached = _extension_cache.get(arn)
+    if cached and time.monotonic() - cached[0] < get_settings().secrets_max_age_seconds:
+        return cached[1]
+    import urllib.request  # here: only this path needs it, and it costs import time
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # no proxy for localhost
+    request = urllib.request.Request(
+        f"http://localhost:{port}/secretsmanager/get?secretId={quote(arn, safe='')}",
+        headers={"X-Aws-Parameters-Secrets-Token": os.environ.get("AWS_SESSION_TOKEN", "")},
+    )
+    try:
+        with opener.open(request, timeout=SECRETS_EXTENSION_TIMEOUT_SECONDS) as response:
+            value = json.loads(response.read())["SecretString"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # HTTP errors are OSErrors
+        raise ConfigurationError(
+            f"Could not read the secret {arn} through the Parameters and Secrets extension "
+            f"(localhost:{port}): {exc}"
+        ) from exc
+    if not isinstance(value, str):
+        raise ConfigurationError(f"The secret {arn} has no SecretString (a binary secret?)")
+    _extension_cache[arn] = (time.monotonic(), value)
+    return value
 
 
 def database_url() -> str:
@@ -236,4 +275,5 @@ def reset_caches() -> None:
     from aws_lambda_powertools.utilities import parameters
 
     get_settings.cache_clear()
+    _extension_cache.clear()
     parameters.clear_caches()  # type: ignore[no-untyped-call]

@@ -598,8 +598,11 @@ def _cold_start(
 
 
 def b4(bench: Bench, out: Path) -> dict[str, Any]:
+    import boto3
+
     from dev.stack.clerk_standin import ClerkStandIn
     from dev.stack.loopback import LoopbackServer
+    from dev.stack.secrets_extension import SecretsExtension
     from dev.tools.package import find_python313
 
     python = find_python313()
@@ -630,10 +633,27 @@ def b4(bench: Bench, out: Path) -> dict[str, Any]:
         "POWERTOOLS_LOG_LEVEL": "ERROR",
         "POWERTOOLS_TRACE_DISABLED": "true",
     }
+    # The Parameters and Secrets extension (SecretsExtensionLayerArn): the same secret from
+    # localhost, the extension's own fetch made by a client built once, as its process does.
+    extension = SecretsExtension(
+        "bench",
+        boto3.client(
+            "secretsmanager",
+            endpoint_url=env["AWS_ENDPOINT_URL_SECRETS_MANAGER"],
+            region_name="us-east-1",
+            aws_access_key_id="bench",
+            aws_secret_access_key="bench",  # noqa: S106 (the stand-in's)
+        ),
+    ).start()
+    env_extension = {
+        **env,
+        "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT": str(extension.port),
+        "AWS_SESSION_TOKEN": "bench",
+    }
     result: dict[str, Any] = {"python": python}
     try:
         for function in FUNCTIONS:
-            base, floor, fn, first = [], [], [], []
+            base, floor, fn, first, via_extension = [], [], [], [], []
             for _ in range(bench.scale.cold_runs):  # interleaved: noise hits every side alike
                 base.append(_cold_start(python, layer, BASELINE, env)[0])
                 if function in FLOOR:
@@ -647,6 +667,11 @@ def b4(bench: Bench, out: Path) -> dict[str, Any]:
                 )
                 fn.append(steps[0])
                 first.append(steps[1:])
+                if FIRST_REQUEST[function]:
+                    secrets_step = _cold_start(
+                        python, [artifact / function, *layer], "import app", env_extension, 1
+                    )[1]
+                    via_extension.append(secrets_step[0])
             wall, cpu = (statistics.median(s[i] for s in fn) for i in (0, 1))
             base_wall, base_cpu = (statistics.median(s[i] for s in base) for i in (0, 1))
             result[function] = {
@@ -669,7 +694,11 @@ def b4(bench: Bench, out: Path) -> dict[str, Any]:
                     step: round(statistics.median(run[i][0] for run in first), 1)
                     for i, step in enumerate(FIRST_REQUEST_STEPS[: FIRST_REQUEST[function]])
                 }
+                result[function]["first_request_ms_p50"]["secrets_via_extension"] = round(
+                    statistics.median(via_extension), 1
+                )
     finally:
+        extension.stop()
         clerk.stop()
         secrets.stop()
     result["layer_mb"] = round(

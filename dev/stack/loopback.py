@@ -3,8 +3,16 @@ background thread, stopped promptly."""
 
 from __future__ import annotations
 
+import socket
 import threading
 from http.server import ThreadingHTTPServer
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on just now (for a server started next)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 class LoopbackServer(ThreadingHTTPServer):

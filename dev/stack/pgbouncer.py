@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -18,15 +17,11 @@ from urllib.parse import urlsplit
 
 import psycopg
 
+from dev.stack.loopback import free_port
+
 
 def find_binary() -> str | None:
     return shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin:/usr/bin")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class PgBouncer:
@@ -41,7 +36,7 @@ class PgBouncer:
         self.directory = directory
         self.user = parts.username or "postgres"
         self.server = (parts.hostname or "127.0.0.1", parts.port or 5432)
-        self.port = _free_port()
+        self.port = free_port()
         self.pool_size = pool_size
         self.process: subprocess.Popen[bytes] | None = None
 

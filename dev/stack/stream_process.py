@@ -5,7 +5,6 @@ forwards the stream routes to it, so they are served on the same port as the res
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -14,23 +13,18 @@ import time
 import httpx
 import uvicorn
 
+from dev.stack.loopback import free_port
 from dev.stack.template import REPO
 
 READY_TIMEOUT_SECONDS = 60.0
 APP = "functions.stream.app:app"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 class StreamProcess:
     """uvicorn serving functions/stream, from start() until stop()."""
 
     def __init__(self) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self._process: subprocess.Popen[bytes] | None = None
 
     @property

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import boto3
 import pytest
 from moto import mock_aws
 
+from dev.stack.loopback import free_port
+from dev.stack.secrets_extension import SecretsExtension
 from shared import config
 from shared.errors import ConfigurationError
 
 URL_VARS = ("DATABASE_URL", "POSTGRES_URL", "PRISMA_DATABASE_URL", "DATABASE_SECRET_ARN")
 DIRECT_VARS = config.DIRECT_DATABASE_URL_VARIABLES
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)
@@ -120,16 +127,20 @@ def test_rds_secret_builds_a_quoted_url_and_is_cached(monkeypatch: pytest.Monkey
 
 
 @mock_aws
+@pytest.mark.parametrize("through_extension", [False, True], ids=["powertools", "extension"])
 def test_rds_proxy_serves_requests_and_migrations_go_direct(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest, through_extension: bool
 ) -> None:
-    secret = {"username": "app", "password": "pw", "host": "db.internal", "dbname": "trips"}
+    extension = request.getfixturevalue("extension") if through_extension else None
+    secret = {"username": "app", "password": "p@ss", "host": "db.internal", "dbname": "trips"}
     monkeypatch.setenv("DATABASE_SECRET_ARN", _create_secret(json.dumps(secret)))
     monkeypatch.setenv("DATABASE_PROXY_ENDPOINT", "trips.proxy-abc.eu-west-1.rds.amazonaws.com")
     assert config.database_url() == (
-        "postgresql://app:pw@trips.proxy-abc.eu-west-1.rds.amazonaws.com:5432/trips"
+        "postgresql://app:p%40ss@trips.proxy-abc.eu-west-1.rds.amazonaws.com:5432/trips"
     )
-    assert config.direct_database_url() == "postgresql://app:pw@db.internal:5432/trips"
+    assert config.direct_database_url() == "postgresql://app:p%40ss@db.internal:5432/trips"
+    if extension is not None:  # one read of the secret served both URLs
+        assert len(extension.requests) == 1
 
 
 def test_prisma_only_url_parameters_are_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -192,3 +203,79 @@ def test_invalid_setting_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("DB_POOL_MAX_SIZE", "0")
     with pytest.raises(ConfigurationError, match="DB_POOL_MAX_SIZE"):
         config.Settings.from_env()
+
+
+# The Parameters and Secrets extension (the template adds it with SecretsExtensionLayerArn):
+# the same secrets, from localhost, with no boto3 in the function.
+
+
+@pytest.fixture
+def extension(monkeypatch: pytest.MonkeyPatch) -> Iterator[SecretsExtension]:
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "invocation-session-token")
+    with SecretsExtension("invocation-session-token") as standin:
+        monkeypatch.setenv(config.SECRETS_EXTENSION_PORT_VARIABLE, str(standin.port))
+        yield standin
+
+
+@mock_aws
+def test_extension_serves_secrets_cached_for_their_max_age(
+    monkeypatch: pytest.MonkeyPatch, extension: SecretsExtension
+) -> None:
+    client = boto3.client("secretsmanager")
+    arn = client.create_secret(Name="tripchat/backboard", SecretString="from-extension")["ARN"]
+    monkeypatch.setenv("BACKBOARD_API_KEY_SECRET_ARN", arn)
+    assert config.secret("BACKBOARD_API_KEY") == "from-extension"
+    assert config.secret("BACKBOARD_API_KEY") == "from-extension"
+    assert len(extension.requests) == 1  # the second read came from the cache
+
+    client.put_secret_value(SecretId=arn, SecretString="rotated")
+    assert config.secret("BACKBOARD_API_KEY") == "from-extension"  # still within its max age
+    monkeypatch.setenv("SECRETS_MAX_AGE_SECONDS", "0")
+    config.get_settings.cache_clear()
+    assert config.secret("BACKBOARD_API_KEY") == "rotated"
+    assert len(extension.requests) == 2
+
+
+@mock_aws
+def test_extension_failures_are_configuration_errors_naming_the_arn(
+    monkeypatch: pytest.MonkeyPatch, extension: SecretsExtension
+) -> None:
+    missing = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:tripchat/none-AbCdEf"
+    monkeypatch.setenv("BACKBOARD_API_KEY_SECRET_ARN", missing)
+    with pytest.raises(ConfigurationError, match=f"{missing} through the Parameters") as error:
+        config.secret("BACKBOARD_API_KEY")
+    assert "400" in str(error.value)
+
+    arn = boto3.client("secretsmanager").create_secret(Name="k", SecretString="v")["ARN"]
+    monkeypatch.setenv("BACKBOARD_API_KEY_SECRET_ARN", arn)
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "another-invocations-token")
+    with pytest.raises(ConfigurationError, match="401"):
+        config.secret("BACKBOARD_API_KEY")
+
+    monkeypatch.setenv(config.SECRETS_EXTENSION_PORT_VARIABLE, str(free_port()))  # not running
+    with pytest.raises(ConfigurationError, match="Connection refused"):
+        config.secret("BACKBOARD_API_KEY")
+
+
+@mock_aws
+def test_with_the_extension_the_function_never_imports_boto3(
+    monkeypatch: pytest.MonkeyPatch, extension: SecretsExtension
+) -> None:
+    arn = boto3.client("secretsmanager").create_secret(Name="k", SecretString="v1")["ARN"]
+    probe = (
+        "import sys; from shared import config; "
+        "print(config.secret('BACKBOARD_API_KEY'), 'boto3' in sys.modules)"
+    )
+    env = {**os.environ, "BACKBOARD_API_KEY_SECRET_ARN": arn}
+    env.pop("BACKBOARD_API_KEY", None)
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["v1", "False"]
+    assert len(extension.requests) == 1

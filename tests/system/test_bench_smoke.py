@@ -45,6 +45,10 @@ def _check_b4(figures: dict[str, Any]) -> None:
         floor = b4[function]["floor"]
         assert floor["import_ms_p50"] > 0 and floor["function_to_floor_p50"] > 0, function
     assert "floor" not in b4["migrate"]
+    # The first request's secret, both through boto3 and through the extension's stand-in.
+    for function in ("sessions", "messages", "me"):
+        steps = b4[function]["first_request_ms_p50"]
+        assert steps["secrets_manager"] > 0 and steps["secrets_via_extension"] > 0, function
 
 
 def _check_b5(figures: dict[str, Any]) -> None:

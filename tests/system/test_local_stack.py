@@ -23,17 +23,12 @@ import pytest
 
 from dev.stack.backboard_standin import REPLY_PREFIX, BackboardStandIn, StateFileBusyError
 from dev.stack.env import load_env_file
+from dev.stack.loopback import free_port
 from dev.stack.token_issuer import LocalIssuer
 from shared import config
 from shared.gateways.backboard import get_backboard, reset_backboard
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _postgres_processes(data_dir: Path) -> list[str]:
@@ -140,7 +135,7 @@ def make_dev(env: dict[str, str], port: int) -> Iterator[DevRun]:
 
 @pytest.mark.slow
 def test_make_dev_serves_stops_cleanly_and_restarts_with_its_data(local: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env_file = local / "dotenv"
     env_file.write_text(f"# the port comes from .env\nPORT={port}\n", encoding="utf-8")
     env = _dev_env(local, env_file)
