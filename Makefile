@@ -15,7 +15,10 @@ unexport PYTHONDONTWRITEBYTECODE
 # timeouts, subprocesses, PostgreSQL), so two workers per core keep both cores busy; one per
 # core left them idle (same 222 tests: ~48 s with 2 workers, ~39 s with 4, on 2 cores).
 TEST_WORKERS ?= $(shell echo $$(( $$(nproc) * 2 )))
-PYTEST := $(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal
+# The interpreter the tests run on (CI: TEST_PY=build/py313/bin/python); PY stays .venv's,
+# which the install targets own.
+TEST_PY ?= $(PY)
+PYTEST := $(TEST_PY) -m pytest -n $(TEST_WORKERS) --dist worksteal
 
 .DEFAULT_GOAL := help
 .PHONY: help install dev token invoke test test-fast lint typecheck pytest pytest-pooler bench openapi migrate migrate-status \

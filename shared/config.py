@@ -162,25 +162,42 @@ def _fetch_secret_string(arn: str) -> str:
 
 def _secret_from_extension(arn: str, port: str) -> str:
     """GET /secretsmanager/get on the extension, authenticated by the invocation's session
-    token as the extension requires; cached here too, for as long as Powertools would."""
+    token as the extension requires. Cached here for SECRETS_MAX_AGE_SECONDS, as Powertools
+    would; the template turns the extension's own cache off, so that is the only one."""
     cached = _extension_cache.get(arn)
     if cached and time.monotonic() - cached[0] < get_settings().secrets_max_age_seconds:
         return cached[1]
-    import urllib.request  # here: only this path needs it, and it costs import time
+    # http.client, not urllib: no proxy from the environment and no redirect can take the
+    # session token anywhere but localhost. Imported here: only this path needs it.
+    import http.client
 
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # no proxy for localhost
-    request = urllib.request.Request(
-        f"http://localhost:{port}/secretsmanager/get?secretId={quote(arn, safe='')}",
-        headers={"X-Aws-Parameters-Secrets-Token": os.environ.get("AWS_SESSION_TOKEN", "")},
-    )
+    where = f"the Parameters and Secrets extension (localhost:{port})"
     try:
-        with opener.open(request, timeout=SECRETS_EXTENSION_TIMEOUT_SECONDS) as response:
-            value = json.loads(response.read())["SecretString"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:  # HTTP errors are OSErrors
+        connection = http.client.HTTPConnection(
+            "localhost", int(port), timeout=SECRETS_EXTENSION_TIMEOUT_SECONDS
+        )
+        try:
+            connection.request(
+                "GET",
+                f"/secretsmanager/get?secretId={quote(arn, safe='')}",
+                headers={"X-Aws-Parameters-Secrets-Token": os.environ.get("AWS_SESSION_TOKEN", "")},
+            )
+            response = connection.getresponse()
+            body = response.read()
+        finally:
+            connection.close()
+    except (OSError, ValueError, http.client.HTTPException) as exc:
+        raise ConfigurationError(f"Could not read the secret {arn} through {where}: {exc}") from exc
+    if response.status != 200:
+        # The extension relays Secrets Manager's error (AccessDenied, ResourceNotFound, ...).
+        reason = body[:300].decode("utf-8", "replace")
         raise ConfigurationError(
-            f"Could not read the secret {arn} through the Parameters and Secrets extension "
-            f"(localhost:{port}): {exc}"
-        ) from exc
+            f"Could not read the secret {arn} through {where}: HTTP {response.status} {reason}"
+        )
+    try:
+        value = json.loads(body)["SecretString"]
+    except (ValueError, KeyError, TypeError) as exc:  # never echo the body: it holds the secret
+        raise ConfigurationError(f"The answer of {where} for {arn} is not a secret") from exc
     if not isinstance(value, str):
         raise ConfigurationError(f"The secret {arn} has no SecretString (a binary secret?)")
     _extension_cache[arn] = (time.monotonic(), value)
