@@ -9,7 +9,10 @@ import re
 from dev.stack.template import load_template
 from shared import config
 
-EXTENSION_ARN = "arn:aws:lambda:us-east-1:177933569100:layer:AWS-Parameters-and-Secrets-Lambda-Extension-Arm64:12"
+EXTENSION_ARN = (
+    "arn:aws:lambda:us-east-1:177933569100:layer:"
+    "AWS-Parameters-and-Secrets-Lambda-Extension-Arm64:12"
+)
 
 
 def test_the_extension_layer_and_its_port_come_together_from_one_parameter() -> None:
