@@ -273,12 +273,8 @@ def write_snapshot(schema: dict[str, Any], directory: Path | None = None) -> Pat
 
 def diff_schema(expected: dict[str, Any], actual: dict[str, Any]) -> list[str]:
     """Every difference between two described schemas, one readable line each."""
-    problems: list[str] = []
     exp_tables, act_tables = expected["tables"], actual["tables"]
-    for table in sorted(exp_tables.keys() - act_tables.keys()):
-        problems.append(f"missing table {table}")
-    for table in sorted(act_tables.keys() - exp_tables.keys()):
-        problems.append(f"unexpected table {table}")
+    problems = _missing_and_unexpected(exp_tables, act_tables, "table")
     for table in sorted(exp_tables.keys() & act_tables.keys()):
         exp, act = exp_tables[table], act_tables[table]
         for kind, noun in (
@@ -286,10 +282,7 @@ def diff_schema(expected: dict[str, Any], actual: dict[str, Any]) -> list[str]:
             ("constraints", "constraint"),
             ("indexes", "index"),
         ):
-            for name in sorted(exp[kind].keys() - act[kind].keys()):
-                problems.append(f"{table}: missing {noun} {name}")
-            for name in sorted(act[kind].keys() - exp[kind].keys()):
-                problems.append(f"{table}: unexpected {noun} {name}")
+            problems += _missing_and_unexpected(exp[kind], act[kind], noun, f"{table}: ")
             for name in sorted(exp[kind].keys() & act[kind].keys()):
                 if exp[kind][name] != act[kind][name]:
                     problems.append(
@@ -300,12 +293,17 @@ def diff_schema(expected: dict[str, Any], actual: dict[str, Any]) -> list[str]:
     return problems + _diff_functions(expected.get("functions", {}), actual.get("functions", {}))
 
 
+def _missing_and_unexpected(
+    expected: dict[str, Any], actual: dict[str, Any], noun: str, where: str = ""
+) -> list[str]:
+    """A line for each name only one side has, the expected side's first."""
+    return [f"{where}missing {noun} {name}" for name in sorted(expected.keys() - actual.keys())] + [
+        f"{where}unexpected {noun} {name}" for name in sorted(actual.keys() - expected.keys())
+    ]
+
+
 def _diff_functions(exp_functions: dict[str, Any], act_functions: dict[str, Any]) -> list[str]:
-    problems: list[str] = []
-    for function in sorted(exp_functions.keys() - act_functions.keys()):
-        problems.append(f"missing function {function}")
-    for function in sorted(act_functions.keys() - exp_functions.keys()):
-        problems.append(f"unexpected function {function}")
+    problems = _missing_and_unexpected(exp_functions, act_functions, "function")
     for function in sorted(exp_functions.keys() & act_functions.keys()):
         exp_function, act_function = exp_functions[function], act_functions[function]
         for aspect in sorted(exp_function.keys() | act_function.keys()):
